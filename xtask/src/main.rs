@@ -1,1 +1,36 @@
-fn main() {}
+//! `cargo xtask <task>`: project automation (benchmarks, fuzzing).
+
+mod bench_egress;
+mod bench_image;
+mod bench_lang;
+mod bench_run;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((t, r)) => (t.as_str(), r),
+        None => ("help", &[][..]),
+    };
+    match task {
+        "bench" => {
+            let which = rest.first().map(String::as_str).unwrap_or("all");
+            if matches!(which, "all" | "lang") {
+                bench_lang::run(rest)?;
+            }
+            if matches!(which, "all" | "image") {
+                bench_image::run(rest)?;
+            }
+            if matches!(which, "all" | "run") {
+                bench_run::run(rest)?;
+            }
+            if matches!(which, "all" | "egress") {
+                bench_egress::run(rest)?;
+            }
+            Ok(())
+        }
+        _ => {
+            println!("usage: cargo xtask bench [all|lang|image|run|egress]");
+            Ok(())
+        }
+    }
+}
