@@ -11,6 +11,7 @@ pub mod image;
 pub mod inference;
 pub mod init;
 pub mod orders;
+pub mod sandbox;
 pub mod seccomp;
 
 use serde::Serialize;

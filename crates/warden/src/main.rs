@@ -1,1 +1,83 @@
-fn main() {}
+//! The `warden` command line: argument parsing, printing and exit codes. Everything else
+//! lives in the library crates.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod commands;
+mod project;
+mod ui;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Kernel-enforced sandboxes for AI coding agents, declared in one KDL file.
+#[derive(Parser)]
+#[command(name = "warden", version, about, max_term_width = 100)]
+struct Cli {
+    /// Print data as JSON (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a file; diagnostics go to stderr; exit 1 if invalid.
+    Check { file: Option<PathBuf> },
+    /// Format a file canonically, keeping comments.
+    Fmt {
+        /// Only check; exit 1 if the file is not formatted.
+        #[arg(long)]
+        check: bool,
+        file: Option<PathBuf>,
+    },
+    /// Say what each sandbox may do, in plain words.
+    Explain { file: Option<PathBuf> },
+    /// Run the inline policy tests (`test` nodes).
+    Test { file: Option<PathBuf> },
+    /// Build images and bundles.
+    Build {
+        file: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long, default_value = "build")]
+        out: PathBuf,
+        /// Write only `<out>/<sandbox>/config.json` and `warden.json`, no images.
+        #[arg(long)]
+        spec_only: bool,
+    },
+}
+
+pub enum Exit {
+    Ok,
+    /// Bad file, denied, failed test.
+    User,
+    /// warden itself failed.
+    Internal,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = ui::Out {
+        json: cli.json,
+        diagnostics_as_json: matches!(cli.command, Command::Check { .. }),
+    };
+    let result = match cli.command {
+        Command::Check { file } => commands::check::run(&out, &project::file(file)),
+        Command::Fmt { check, file } => commands::fmt::run(&out, &project::file(file), check),
+        Command::Explain { file } => commands::explain::run(&out, &project::file(file)),
+        Command::Test { file } => commands::test::run(&out, &project::file(file)),
+        Command::Build { file, out: dir, spec_only } => {
+            commands::build::run(&out, &project::file(file), &dir, spec_only)
+        }
+    };
+    match result {
+        Ok(Exit::Ok) => ExitCode::SUCCESS,
+        Ok(Exit::User) => ExitCode::from(1),
+        Ok(Exit::Internal) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Everything the runtime and the supervisor need about one sandbox besides its OCI
+//! `config.json`: written as `warden.json` next to it in the bundle.
+
+use serde::{Deserialize, Serialize};
+
+/// The file name beside `config.json` in every bundle.
+pub const SANDBOX_FILE: &str = "warden.json";
+
+/// The egress proxy's address inside every sandbox with egress: the sandbox's network
+/// namespace is its own, so the same port serves every sandbox.
+pub const PROXY_ADDR: &str = "127.0.0.1:3128";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxPlan {
+    pub version: u32,
+    pub name: String,
+    pub image: String,
+    pub tenant: Option<String>,
+    pub restart: Restart,
+    /// `None`: no network at all (only `lo`).
+    pub egress: Option<crate::egress::EgressPolicy>,
+    pub inference: Option<crate::inference::InferencePolicy>,
+    pub orders: crate::orders::OrdersPolicy,
+    /// Host directories the runtime creates (mode 0700, owned by the sandbox's mapped
+    /// user) before start: tenant volumes and bind sources that must exist.
+    pub host_dirs: Vec<HostDir>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostDir {
+    pub path: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "policy")]
+pub enum Restart {
+    Never,
+    OnFailure { max: u32, backoff_ms: u64 },
+    Always { backoff_ms: u64 },
+}

@@ -1,0 +1,79 @@
+use crate::project::{self, plural};
+use crate::ui::Out;
+use crate::Exit;
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Serialize)]
+struct JsonDiag<'a> {
+    severity: &'a str,
+    code: &'a str,
+    message: &'a str,
+    file: &'a str,
+    line: u32,
+    column: u32,
+    label: &'a str,
+    help: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    file: String,
+    valid: bool,
+    diagnostics: Vec<JsonDiag<'a>>,
+    sandboxes: usize,
+    images: usize,
+}
+
+pub fn run(out: &Out, path: &Path) -> anyhow::Result<Exit> {
+    let src = match project::read_source(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::User);
+        }
+    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let loaded = warden_lang::load(&src, &project::FsLoader { dir: dir.to_path_buf() });
+    let valid = loaded.model.is_some();
+    if out.json {
+        let diagnostics = loaded
+            .diagnostics
+            .iter()
+            .map(|d| JsonDiag {
+                severity: if d.is_error() { "error" } else { "warning" },
+                code: d.code,
+                message: &d.message,
+                file: &d.loc.file,
+                line: d.loc.line,
+                column: d.loc.column,
+                label: &d.label,
+                help: d.help.as_deref(),
+            })
+            .collect();
+        out.json(&Report {
+            file: path.display().to_string(),
+            valid,
+            diagnostics,
+            sandboxes: loaded.model.as_ref().map_or(0, |m| m.sandboxes.len()),
+            images: loaded.model.as_ref().map_or(0, |m| m.images.len()),
+        });
+    } else {
+        project::report(out, &loaded.diagnostics);
+        if let Some(m) = &loaded.model {
+            // A model that loads must also compile; say so only when both hold.
+            let options = warden_compile::CompileOptions { base_dir: "/".into(), state_dir: "/var/lib/warden".into() };
+            if let Err(e) = warden_compile::compile(m, &options) {
+                eprintln!("error: {e}");
+                return Ok(Exit::Internal);
+            }
+            eprintln!(
+                "{}: ok ({}, {})",
+                path.display(),
+                plural(m.sandboxes.len(), "sandbox").replace("sandboxs", "sandboxes"),
+                plural(m.images.len(), "image")
+            );
+        }
+    }
+    Ok(if valid { Exit::Ok } else { Exit::User })
+}

@@ -1,0 +1,45 @@
+use crate::project;
+use crate::ui::Out;
+use crate::Exit;
+use std::path::Path;
+
+pub fn run(out: &Out, path: &Path, check: bool) -> anyhow::Result<Exit> {
+    let src = match project::read_source(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::User);
+        }
+    };
+    let formatted = match warden_lang::fmt::format(&src.text) {
+        Ok(f) => f,
+        Err(_) => {
+            // Show the full diagnostics of the parse failure.
+            let loaded = warden_lang::load(&src, &warden_lang::NoFiles);
+            project::report(out, &loaded.diagnostics);
+            eprintln!("error: `{}` is not valid KDL; nothing was changed", path.display());
+            return Ok(Exit::User);
+        }
+    };
+    let changed = formatted != *src.text;
+    if out.json {
+        out.json(&serde_json::json!({"file": path.display().to_string(), "formatted": !changed, "written": changed && !check}));
+    }
+    if check {
+        if changed {
+            eprintln!("`{}` is not formatted; run `warden fmt {}`", path.display(), path.display());
+            return Ok(Exit::User);
+        }
+        return Ok(Exit::Ok);
+    }
+    if changed {
+        if let Err(e) = project::write_atomic(path, formatted.as_bytes()) {
+            eprintln!("error: cannot write `{}`: {}", path.display(), project::io_msg(&e));
+            return Ok(Exit::Internal);
+        }
+        if !out.json {
+            eprintln!("formatted `{}`", path.display());
+        }
+    }
+    Ok(Exit::Ok)
+}

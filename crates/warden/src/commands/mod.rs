@@ -1,0 +1,5 @@
+pub mod build;
+pub mod check;
+pub mod explain;
+pub mod fmt;
+pub mod test;
