@@ -274,17 +274,15 @@ fn image(cx: &mut Cx, n: &N<'_>, base: &str) -> Option<Image> {
                 c.check_props(cx, &["to", "uid", "gid", "mode"]);
                 c.no_children(cx);
                 let src = name_arg(cx, &c, "a source path");
-                if let Some((s, sp)) = &src {
-                    if let Err(e) = check_host_path(s) {
+                if let Some((s, sp)) = &src
+                    && let Err(e) = check_host_path(s) {
                         cx.push(c.diag("warden::image::path", *sp, e, "invalid path"));
                     }
-                }
                 let to = req_str(cx, &c, "to", "where the files go in the image, e.g. to=\"/opt/tools\"");
-                if let Some((t, sp)) = &to {
-                    if let Err(e) = check_abs_path(t) {
+                if let Some((t, sp)) = &to
+                    && let Err(e) = check_abs_path(t) {
                         cx.push(c.diag("warden::image::path", *sp, e, "invalid path"));
                     }
-                }
                 let uid = c.prop("uid").and_then(|e| want_int(cx, &c, e, "`uid`", 0, u32::MAX as i128)).unwrap_or(0) as u32;
                 let gid = c.prop("gid").and_then(|e| want_int(cx, &c, e, "`gid`", 0, u32::MAX as i128)).unwrap_or(0) as u32;
                 let mode = c.prop("mode").and_then(|e| want_int(cx, &c, e, "`mode`", 0, 0o7777)).map(|m| m as u32);
@@ -296,11 +294,10 @@ fn image(cx: &mut Cx, n: &N<'_>, base: &str) -> Option<Image> {
                 c.check_props(cx, &["tag"]);
                 c.no_children(cx);
                 let dir = name_arg(cx, &c, "the directory of an OCI image layout");
-                if let Some((d, sp)) = &dir {
-                    if let Err(e) = check_host_path(d) {
+                if let Some((d, sp)) = &dir
+                    && let Err(e) = check_host_path(d) {
                         cx.push(c.diag("warden::image::path", *sp, e, "invalid path"));
                     }
-                }
                 let tag = str_prop(cx, &c, "tag").map(|t| t.0).unwrap_or_else(|| "latest".into());
                 if !img.sources.is_empty() {
                     cx.push(
@@ -508,14 +505,12 @@ fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(
     all.extend(n.children().into_iter().map(|c| (c, base.to_string(), false)));
     for (c, cbase, _from_defaults) in all {
         let kind = c.name();
-        if SANDBOX.contains(&kind) && kind != "env" {
-            if let Some(prev) = seen.insert(kind, c.name_span()) {
-                if std::ptr::eq(c.file, n.file) && prev != c.name_span() {
+        if SANDBOX.contains(&kind) && kind != "env"
+            && let Some(prev) = seen.insert(kind, c.name_span())
+                && std::ptr::eq(c.file, n.file) && prev != c.name_span() {
                     cx.push(c.diag("warden::syntax::duplicate", c.name_span(), format!("`{kind}` given twice in sandbox `{}`", s.name), "again here").help("merge them into one node"));
                     continue;
                 }
-            }
-        }
         match kind {
             "image" => {
                 c.check_props(cx, &[]);
@@ -532,11 +527,10 @@ fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(
                 c.no_children(cx);
                 if c.check_args(cx, 1, usize::MAX, "the program and its arguments") {
                     s.command = str_args(cx, &c, "a command argument").into_iter().map(|a| a.0).collect();
-                    if let Some(first) = s.command.first() {
-                        if !first.starts_with('/') {
+                    if let Some(first) = s.command.first()
+                        && !first.starts_with('/') {
                             cx.push(c.diag("warden::sandbox::command", c.args()[0].span(), format!("`{first}` is not an absolute path"), "no PATH lookup happens before exec").help("write the full path, e.g. `/usr/bin/python3`"));
                         }
-                    }
                 }
             }
             "env" => {
@@ -548,12 +542,11 @@ fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(
             "user" => {
                 c.check_props(cx, &["group"]);
                 c.no_children(cx);
-                if c.check_args(cx, 1, 1, "a numeric user id") {
-                    if let Some(u) = want_int(cx, &c, c.args()[0], "the user id", 0, 65_535) {
+                if c.check_args(cx, 1, 1, "a numeric user id")
+                    && let Some(u) = want_int(cx, &c, c.args()[0], "the user id", 0, 65_535) {
                         s.user = u as u32;
                         s.group = u as u32;
                     }
-                }
                 if let Some(g) = c.prop("group").and_then(|e| want_int(cx, &c, e, "`group`", 0, 65_535)) {
                     s.group = g as u32;
                 }
@@ -679,11 +672,10 @@ fn filesystem(cx: &mut Cx, n: &N<'_>, base: &str, fs: &mut Filesystem, tenant: O
                 c.check_props(cx, &["at", "writable"]);
                 c.no_children(cx);
                 let src = name_arg(cx, &c, "a host path");
-                if let Some((s, sp)) = &src {
-                    if let Err(e) = check_host_path(s) {
+                if let Some((s, sp)) = &src
+                    && let Err(e) = check_host_path(s) {
                         cx.push(c.diag("warden::path::host", *sp, e, "invalid path"));
                     }
-                }
                 let at = req_str(cx, &c, "at", "where it appears in the sandbox, e.g. at=\"/sandbox/workspace\"");
                 let writable = c.prop("writable").and_then(|e| want_bool(cx, &c, e, "`writable`")).unwrap_or(false);
                 if let Some((a, sp)) = &at {
@@ -695,12 +687,11 @@ fn filesystem(cx: &mut Cx, n: &N<'_>, base: &str, fs: &mut Filesystem, tenant: O
                         cx.push(c.diag("warden::filesystem::mount-point", *sp, format!("cannot mount over `{a}`"), "reserved path"));
                         continue;
                     }
-                    if writable {
-                        if let Some(why) = forbidden_writable(a) {
+                    if writable
+                        && let Some(why) = forbidden_writable(a) {
                             cx.push(c.diag("warden::filesystem::system", *sp, format!("`{a}` cannot be writable"), why));
                             continue;
                         }
-                    }
                 }
                 if let (Some((source, _)), Some((at, _))) = (src, at) {
                     fs.binds.push(Bind { source, at, writable, base: base.to_string() });
@@ -781,11 +772,10 @@ fn limits(cx: &mut Cx, n: &N<'_>, l: &mut Limits) {
             Err(e) => cx.push(n.diag("warden::size", sp, e, "not a size").help("write e.g. memory=\"2GiB\" (KiB, MiB, GiB, TiB; KB, MB, GB, TB)")),
         }
     }
-    if let Some(e) = n.prop("pids") {
-        if let Some(p) = want_int(cx, n, e, "`pids`", 1, 1_000_000) {
+    if let Some(e) = n.prop("pids")
+        && let Some(p) = want_int(cx, n, e, "`pids`", 1, 1_000_000) {
             l.pids = p as u32;
         }
-    }
     if let Some(e) = n.prop("cpus") {
         let v = match e.value() {
             kdl::KdlValue::Integer(i) => Some(*i as f64),
@@ -803,11 +793,10 @@ fn limits(cx: &mut Cx, n: &N<'_>, l: &mut Limits) {
             }
         }
     }
-    if let Some(e) = n.prop("open-files") {
-        if let Some(p) = want_int(cx, n, e, "`open-files`", 16, 1_048_576) {
+    if let Some(e) = n.prop("open-files")
+        && let Some(p) = want_int(cx, n, e, "`open-files`", 16, 1_048_576) {
             l.open_files = p as u32;
         }
-    }
 }
 
 fn restart(cx: &mut Cx, n: &N<'_>) -> Option<Restart> {
@@ -885,14 +874,12 @@ fn egress_target(cx: &mut Cx, n: &N<'_>) -> Option<(Target, SourceSpan)> {
     if let Some(c) = Cidr::parse(&raw) {
         return Some((Target::Cidr(c), sp));
     }
-    if raw.contains('/') && !raw.contains("://") {
-        if let Some((a, _)) = raw.split_once('/') {
-            if a.parse::<std::net::IpAddr>().is_ok() {
+    if raw.contains('/') && !raw.contains("://")
+        && let Some((a, _)) = raw.split_once('/')
+            && a.parse::<std::net::IpAddr>().is_ok() {
                 cx.push(n.diag("warden::egress::cidr", sp, format!("`{raw}` is not a valid address range"), "bad prefix length").help("IPv4 prefixes are 0..32, IPv6 0..128"));
                 return None;
             }
-        }
-    }
     if let Ok(warden_wire::egress::Host::Ip(ip)) = normalize_host(&raw) {
         cx.push(n.diag("warden::egress::host", sp, format!("`{raw}` is an address in an unusual notation"), "write addresses plainly").help(format!("write `{ip}`")));
         return None;
@@ -961,12 +948,11 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                 let action = if kind == "deny" { Action::Deny } else { Action::Allow };
                 let reason = str_prop(cx, &c, "reason").map(|r| r.0);
                 let order = str_prop(cx, &c, "order");
-                if let Some((o, osp)) = &order {
-                    if !names.orders.contains(o) {
+                if let Some((o, osp)) = &order
+                    && !names.orders.contains(o) {
                         unknown_ref(cx, &c, *osp, "order", o, &names.orders);
                         continue;
                     }
-                }
                 let rule = EgressRule { action, target, ports, http, reason, order: order.map(|o| o.0), loc: c.loc() };
                 // Duplicate and conflicting rules.
                 let clash = eg.rules.iter().position(|r| r.target == rule.target && overlap(&r.ports, &rule.ports) && r.http.is_none() == rule.http.is_none());
@@ -980,13 +966,12 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                     }
                     continue;
                 }
-                if rule.action == Action::Allow {
-                    if let Some(j) = eg.rules.iter().position(|r| r.action == Action::Deny && deny_covers(&r.target, &rule.target) && overlap(&r.ports, &rule.ports)) {
+                if rule.action == Action::Allow
+                    && let Some(j) = eg.rules.iter().position(|r| r.action == Action::Deny && deny_covers(&r.target, &rule.target) && overlap(&r.ports, &rule.ports)) {
                         let (line, _) = n.file.file.line_col(spans[j].offset());
                         cx.push(c.diag("warden::egress::conflict", sp, "this rule can never match", "shadowed by a deny rule").help(format!("the deny rule on line {line} covers it; deny rules win")));
                         continue;
                     }
-                }
                 spans.push(sp);
                 eg.rules.push(rule);
             }
@@ -1005,12 +990,11 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                 c.check_props(cx, &["expect", "method"]);
                 c.no_children(cx);
                 let url = name_arg(cx, &c, "a URL such as \"https://api.github.com/repos\"");
-                if let Some((u, sp)) = &url {
-                    if let Err(e) = parse_url(u) {
+                if let Some((u, sp)) = &url
+                    && let Err(e) = parse_url(u) {
                         cx.push(c.diag("warden::test::url", *sp, e, "not a URL").help("write scheme://host[:port]/path with scheme http, https or tcp"));
                         continue;
                     }
-                }
                 let expect = req_str(cx, &c, "expect", "expect=\"allow\", \"deny\" or \"ask\"");
                 let expect = expect.and_then(|(e, sp)| match e.as_str() {
                     "allow" => Some(Expect::Allow),
@@ -1057,12 +1041,11 @@ fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
                 c.no_children(cx);
                 let model = name_arg(cx, &c, "a model name or glob such as \"claude-*\"");
                 let to = req_str(cx, &c, "to", "the provider that serves these models, e.g. to=\"anthropic\"");
-                if let Some((p, sp)) = &to {
-                    if !names.providers.contains(p) {
+                if let Some((p, sp)) = &to
+                    && !names.providers.contains(p) {
                         unknown_ref(cx, &c, *sp, "provider", p, &names.providers);
                         continue;
                     }
-                }
                 if let (Some((model, _)), Some((provider, _))) = (model, to) {
                     inf.routes.push(Route { model, provider, loc: c.loc() });
                 }
@@ -1093,12 +1076,11 @@ fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
                     }
                 }
                 let to = str_prop(cx, &c, "to");
-                if let Some((p, sp)) = &to {
-                    if !names.providers.contains(p) {
+                if let Some((p, sp)) = &to
+                    && !names.providers.contains(p) {
                         unknown_ref(cx, &c, *sp, "provider", p, &names.providers);
                         continue;
                     }
-                }
                 let action = match str_prop(cx, &c, "action") {
                     None => Some(PrivacyAction::Block),
                     Some((a, sp)) => match (a.as_str(), &to) {
@@ -1119,11 +1101,10 @@ fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
                         }
                     },
                 };
-                if let Some(action) = action {
-                    if !dets.is_empty() {
+                if let Some(action) = action
+                    && !dets.is_empty() {
                         inf.privacy.push(PrivacyRule { detect: dets, action, loc: c.loc() });
                     }
-                }
             }
             "test" => {
                 c.check_props(cx, &["model", "prompt", "expect"]);
@@ -1132,14 +1113,14 @@ fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
                 let model = req_str(cx, &c, "model", "the model the request asks for");
                 let prompt = str_prop(cx, &c, "prompt").map(|p| p.0).unwrap_or_default();
                 let expect = req_str(cx, &c, "expect", "the provider that should serve it, or `block`");
-                if let Some((e, sp)) = &expect {
-                    if e != "block" && !names.providers.contains(e) {
+                if let Some((e, sp)) = &expect
+                    && e != "block" && e != "none" && !names.providers.contains(e) {
                         let mut known = names.providers.clone();
                         known.push("block".into());
+                        known.push("none".into());
                         unknown_ref(cx, &c, *sp, "provider", e, &known);
                         continue;
                     }
-                }
                 if let (Some((model, _)), Some((expect, _))) = (model, expect) {
                     inf.tests.push(InferenceTest { model, prompt, expect, loc: c.loc() });
                 }
@@ -1207,8 +1188,8 @@ fn tenant(cx: &mut Cx, n: &N<'_>) -> Option<Tenant> {
                 c.no_children(cx);
                 let role = name_arg(cx, &c, "a role: `admin`, `operator` or `viewer`");
                 let subject = req_str(cx, &c, "subject", "who holds the role, e.g. subject=\"alice@acme.example\"");
-                if let Some((r, sp)) = &role {
-                    if !ROLES.contains(&r.as_str()) {
+                if let Some((r, sp)) = &role
+                    && !ROLES.contains(&r.as_str()) {
                         let mut d = c.diag("warden::tenant::role", *sp, format!("unknown role `{r}`"), "not a role");
                         d = match crate::diag::did_you_mean(r, ROLES) {
                             Some(m) => d.help(format!("did you mean `{m}`?")),
@@ -1217,7 +1198,6 @@ fn tenant(cx: &mut Cx, n: &N<'_>) -> Option<Tenant> {
                         cx.push(d);
                         continue;
                     }
-                }
                 if let (Some((role, _)), Some((subject, _))) = (role, subject) {
                     t.roles.push(Role { role, subject });
                 }

@@ -63,7 +63,54 @@ pub(crate) fn load(main: &SourceFile, loader: &dyn Loader, cx: &mut Cx) -> Optio
     if out.files.is_empty() { None } else { Some(out) }
 }
 
+/// Deeper nesting than any real file needs; refused before parsing so that hostile
+/// input cannot exhaust the parser's stack.
+const MAX_NESTING: usize = 64;
+/// Larger than any real file; refused before parsing.
+const MAX_BYTES: usize = 4 << 20;
+
+/// The offset where nesting first exceeds [`MAX_NESTING`], skipping quoted strings and
+/// comments roughly (an over-estimate only refuses absurd files).
+fn too_deep(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(i);
+                }
+            }
+            b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 fn parse(file: &FileCx, cx: &mut Cx) -> Option<KdlDocument> {
+    let len = file.file.text.len();
+    if len > MAX_BYTES {
+        cx.push(file.diag("warden::syntax::size", SourceSpan::new(0.into(), 0), format!("file is {len} bytes; the limit is {MAX_BYTES}"), "too large").help("split it into layouts"));
+        return None;
+    }
+    if let Some(at) = too_deep(&file.file.text) {
+        cx.push(file.diag("warden::syntax::depth", SourceSpan::new(at.into(), 1), format!("blocks nest more than {MAX_NESTING} deep"), "too deep").help("warden files nest a few levels at most"));
+        return None;
+    }
     match KdlDocument::parse_v2(&file.file.text) {
         Ok(doc) => Some(doc),
         Err(err) => {
@@ -75,10 +122,14 @@ fn parse(file: &FileCx, cx: &mut Cx) -> Option<KdlDocument> {
                     d.message.unwrap_or_else(|| "invalid KDL".to_string()),
                     d.label.unwrap_or_else(|| "here".to_string()),
                 );
-                diag = diag.help(d.help.unwrap_or_else(|| {
-                    "warden files are KDL 2: strings in quotes, #true/#false, // comments"
-                        .to_string()
-                }));
+                let spanned = file.file.text.get(span.offset()..span.offset() + span.len()).unwrap_or("");
+                let help = match spanned.trim() {
+                    w @ ("true" | "false" | "null") => format!("KDL 2 writes this as `#{w}`"),
+                    _ => d.help.unwrap_or_else(|| {
+                        "warden files are KDL 2: strings in quotes, #true/#false, // comments".to_string()
+                    }),
+                };
+                diag = diag.help(help);
                 cx.push(diag);
             }
             None

@@ -60,7 +60,7 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
 pub fn format_size(b: u64) -> String {
     const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     for (m, u) in UNITS {
-        if b >= m && b % m == 0 {
+        if b >= m && b.is_multiple_of(m) {
             return format!("{}{u}", b / m);
         }
     }

@@ -116,6 +116,15 @@ impl Cidr {
         if prefix > max {
             return None;
         }
+        // `::ffff:a.b.c.d/104` names IPv4 addresses; `contains` compares canonical
+        // addresses, so store it as the IPv4 network or it would never match.
+        let (addr, prefix) = match addr {
+            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), prefix - 96),
+                None => (addr, prefix),
+            },
+            _ => (addr, prefix),
+        };
         Some(Cidr {
             addr: mask(addr, prefix),
             prefix,
@@ -136,11 +145,19 @@ impl std::fmt::Display for Cidr {
 fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(v) => {
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix as u32)
+            };
             IpAddr::V4(Ipv4Addr::from(u32::from(v) & m))
         }
         IpAddr::V6(v) => {
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix as u32) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix as u32)
+            };
             IpAddr::V6(Ipv6Addr::from(u128::from(v) & m))
         }
     }
@@ -208,7 +225,9 @@ pub fn normalize_host(raw: &str) -> Result<Host, String> {
     // refuse it rather than guess.
     let last = name.rsplit('.').next().unwrap_or(name);
     if last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x") {
-        return Err(format!("`{raw}` is neither a host name nor a valid address"));
+        return Err(format!(
+            "`{raw}` is neither a host name nor a valid address"
+        ));
     }
     if name.len() > 253 {
         return Err(format!("host name `{raw}` is longer than 253 characters"));
@@ -245,6 +264,10 @@ pub fn parse_inet_aton(s: &str) -> Option<Ipv4Addr> {
             (*p, 10)
         };
         if digits.is_empty() && radix != 16 {
+            return None;
+        }
+        // `from_str_radix` accepts a sign; an address part never has one.
+        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let n = if digits.is_empty() {
@@ -327,6 +350,8 @@ const V4_FORBIDDEN: &[(u32, u8, ForbiddenClass)] = &[
     // IETF protocol assignments (includes 192.0.0.192 Oracle metadata).
     (0xc000_0000, 24, ForbiddenClass::Reserved),
     (0xc000_0200, 24, ForbiddenClass::Documentation),
+    // Deprecated 6to4 relay anycast: traffic there is tunnelled somewhere unknown.
+    (0xc058_6300, 24, ForbiddenClass::Reserved),
     (0xc0a8_0000, 16, ForbiddenClass::Private),
     // Benchmarking networks, used for internal test rigs.
     (0xc612_0000, 15, ForbiddenClass::Reserved),
@@ -348,7 +373,11 @@ pub fn forbidden_class(ip: IpAddr) -> Option<ForbiddenClass> {
             V4_FORBIDDEN
                 .iter()
                 .find(|(net, len, _)| {
-                    let m = if *len == 0 { 0 } else { u32::MAX << (32 - *len as u32) };
+                    let m = if *len == 0 {
+                        0
+                    } else {
+                        u32::MAX << (32 - *len as u32)
+                    };
                     n & m == *net
                 })
                 .map(|(_, _, c)| *c)
@@ -366,6 +395,20 @@ pub fn forbidden_class(ip: IpAddr) -> Option<ForbiddenClass> {
             if n >> 32 == 0 || n >> 32 == 0x0064_ff9b_0000_0000_0000_0000 {
                 let v4 = Ipv4Addr::from((n & 0xffff_ffff) as u32);
                 return forbidden_class(IpAddr::V4(v4)).or(Some(ForbiddenClass::Reserved));
+            }
+            // SIIT IPv4-translated ::ffff:0:a.b.c.d (RFC 2765) embeds IPv4.
+            if n >> 32 == 0xffff_0000 {
+                let v4 = Ipv4Addr::from((n & 0xffff_ffff) as u32);
+                return forbidden_class(IpAddr::V4(v4)).or(Some(ForbiddenClass::Reserved));
+            }
+            // Local-use NAT64 64:ff9b:1::/48 (RFC 8215): translates to whatever the
+            // operator's translator reaches, internal networks included.
+            if n >> 80 == 0x0064_ff9b_0001 {
+                return Some(ForbiddenClass::Reserved);
+            }
+            // Teredo 2001:0::/32 tunnels to an IPv4 address hidden in the bits.
+            if seg[0] == 0x2001 && seg[1] == 0 {
+                return Some(ForbiddenClass::Reserved);
             }
             // 6to4 2002:AABB:CCDD::/48 embeds AABB.CCDD.
             if seg[0] == 0x2002 {
@@ -417,7 +460,9 @@ pub fn check_host_pattern(p: &str) -> Result<(), String> {
                     "`*.{n}` would match every name under a top-level domain"
                 ));
             }
-            if n != rest.trim_end_matches('.') && n != rest.to_ascii_lowercase().trim_end_matches('.') {
+            if n != rest.trim_end_matches('.')
+                && n != rest.to_ascii_lowercase().trim_end_matches('.')
+            {
                 return Err("host pattern is not normalized".into());
             }
             Ok(())
@@ -450,10 +495,17 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "verdict")]
 pub enum Verdict {
-    Allow { rule: usize },
+    Allow {
+        rule: usize,
+    },
     /// Matched a rule whose standing order needs a human first.
-    Ask { rule: usize, order: String },
-    Deny { reason: DenyReason },
+    Ask {
+        rule: usize,
+        order: String,
+    },
+    Deny {
+        reason: DenyReason,
+    },
 }
 
 impl Verdict {
@@ -510,12 +562,10 @@ impl EgressPolicy {
         if let Host::Ip(ip) = req.host {
             let ip = canonical_ip(*ip);
             let explicit = self.matching(req, |t| matches!(t, Target::Cidr(c) if c.contains(ip)));
-            if explicit.is_none() {
-                if let Some(class) = forbidden_class(ip) {
-                    return Verdict::Deny {
-                        reason: DenyReason::Forbidden { class },
-                    };
-                }
+            if let (None, Some(class)) = (explicit, forbidden_class(ip)) {
+                return Verdict::Deny {
+                    reason: DenyReason::Forbidden { class },
+                };
             }
             return self.evaluate(req, |t| matches!(t, Target::Cidr(c) if c.contains(ip)));
         }
@@ -524,13 +574,25 @@ impl EgressPolicy {
                 reason: DenyReason::NoRule,
             };
         };
-        self.evaluate(req, |t| matches!(t, Target::Host(p) if host_matches(p, name)))
+        self.evaluate(
+            req,
+            |t| matches!(t, Target::Host(p) if host_matches(p, name)),
+        )
     }
 
     /// After resolving a name the proxy passes the address it is about to dial: refused
-    /// if it lies in a forbidden class and no CIDR rule names it explicitly.
+    /// if a `deny` CIDR rule covers it, or if it lies in a forbidden class and no allow
+    /// CIDR rule names it explicitly.
     pub fn decide_resolved(&self, ip: IpAddr, port: u16) -> Result<(), DenyReason> {
         let ip = canonical_ip(ip);
+        // A deny rule for an address range holds whatever name led there.
+        if let Some(rule) = self.rules.iter().position(|r| {
+            r.action == Action::Deny
+                && matches!(&r.target, Target::Cidr(c) if c.contains(ip))
+                && port_ok(r, port)
+        }) {
+            return Err(DenyReason::DeniedByRule { rule });
+        }
         let Some(class) = forbidden_class(ip) else {
             return Ok(());
         };
@@ -546,11 +608,7 @@ impl EgressPolicy {
         }
     }
 
-    fn matching(
-        &self,
-        req: &Request<'_>,
-        target: impl Fn(&Target) -> bool,
-    ) -> Option<usize> {
+    fn matching(&self, req: &Request<'_>, target: impl Fn(&Target) -> bool) -> Option<usize> {
         self.rules
             .iter()
             .position(|r| r.action == Action::Allow && target(&r.target) && port_ok(r, req.port))
@@ -622,5 +680,139 @@ impl HttpRule {
         // Only the path part takes part; a query string never widens a match.
         let path = path.split(['?', '#']).next().unwrap_or(path);
         self.paths.is_empty() || self.paths.iter().any(|g| crate::glob_match(g, path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(action: Action, target: Target, ports: &[u16]) -> EgressRule {
+        EgressRule {
+            action,
+            target,
+            ports: ports.to_vec(),
+            http: None,
+            reason: None,
+            order: None,
+            autonomy: crate::orders::Autonomy::Auto,
+            line: 1,
+        }
+    }
+
+    fn policy(rules: Vec<EgressRule>) -> EgressPolicy {
+        EgressPolicy {
+            version: 1,
+            sandbox: "t".into(),
+            rules,
+            idle_timeout_secs: 60,
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn resolved_address_in_a_denied_range_is_refused() {
+        let p = policy(vec![
+            rule(
+                Action::Deny,
+                Target::Cidr(Cidr::parse("203.0.114.0/24").unwrap()),
+                &[],
+            ),
+            rule(Action::Allow, Target::Host("api.example.com".into()), &[]),
+        ]);
+        assert_eq!(
+            p.decide_resolved(ip("203.0.114.9"), 443),
+            Err(DenyReason::DeniedByRule { rule: 0 })
+        );
+        assert_eq!(p.decide_resolved(ip("8.8.8.8"), 443), Ok(()));
+        assert_eq!(
+            p.decide_resolved(ip("10.1.2.3"), 443),
+            Err(DenyReason::Forbidden {
+                class: ForbiddenClass::Private
+            })
+        );
+    }
+
+    #[test]
+    fn address_literals_with_signs_are_not_addresses() {
+        assert_eq!(parse_inet_aton("+127.0.0.1"), None);
+        assert_eq!(parse_inet_aton("0x+7f.1"), None);
+        assert!(normalize_host("+127.0.0.1").is_err());
+        assert_eq!(parse_inet_aton("0x7f.1"), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(
+            parse_inet_aton("2130706433"),
+            Some(Ipv4Addr::new(127, 0, 0, 1))
+        );
+        assert_eq!(
+            parse_inet_aton("0177.0.0.1"),
+            Some(Ipv4Addr::new(127, 0, 0, 1))
+        );
+    }
+
+    #[test]
+    fn mapped_cidr_names_ipv4_addresses() {
+        let c = Cidr::parse("::ffff:127.0.0.2/128").unwrap();
+        assert_eq!(c.to_string(), "127.0.0.2/32");
+        assert!(c.contains(ip("127.0.0.2")));
+        assert!(c.contains(ip("::ffff:127.0.0.2")));
+    }
+
+    #[test]
+    fn embedded_ipv4_forms_are_forbidden() {
+        let class = |s: &str| forbidden_class(ip(s));
+        assert_eq!(class("::ffff:0:7f00:1"), Some(ForbiddenClass::Loopback));
+        assert_eq!(class("::ffff:0:808:808"), Some(ForbiddenClass::Reserved));
+        assert_eq!(class("64:ff9b:1::a00:1"), Some(ForbiddenClass::Reserved));
+        assert_eq!(class("2001:0:4136:e378::1"), Some(ForbiddenClass::Reserved));
+        assert_eq!(class("192.88.99.1"), Some(ForbiddenClass::Reserved));
+        assert_eq!(class("64:ff9b::a9fe:a9fe"), Some(ForbiddenClass::Metadata));
+        assert_eq!(class("2002:7f00:1::"), Some(ForbiddenClass::Loopback));
+        assert_eq!(class("2606:4700::1111"), None);
+        assert_eq!(class("1.1.1.1"), None);
+    }
+
+    #[test]
+    fn literal_addresses_meet_forbidden_classes_unless_named() {
+        let p = policy(vec![rule(
+            Action::Allow,
+            Target::Cidr(Cidr::parse("127.0.0.2/32").unwrap()),
+            &[8080],
+        )]);
+        let decide = |h: &str, port| {
+            let host = normalize_host(h).unwrap();
+            p.decide(&Request {
+                host: &host,
+                port,
+                http: None,
+            })
+        };
+        assert_eq!(decide("127.0.0.2", 8080), Verdict::Allow { rule: 0 });
+        assert_eq!(
+            decide("127.0.0.2", 22),
+            Verdict::Deny {
+                reason: DenyReason::Forbidden {
+                    class: ForbiddenClass::Loopback
+                }
+            }
+        );
+        assert_eq!(
+            decide("0x7f.0.0.1", 8080),
+            Verdict::Deny {
+                reason: DenyReason::Forbidden {
+                    class: ForbiddenClass::Loopback
+                }
+            }
+        );
+        assert_eq!(
+            decide("[::ffff:10.0.0.1]", 80),
+            Verdict::Deny {
+                reason: DenyReason::Forbidden {
+                    class: ForbiddenClass::Private
+                }
+            }
+        );
     }
 }

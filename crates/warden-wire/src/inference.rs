@@ -147,7 +147,7 @@ pub fn detect(text: &str) -> Vec<Detector> {
         out.push(Detector::ApiKey);
     }
     if has_digit_run(text, 10, 15, |c| c == ' ' || c == '-' || c == '(' || c == ')' || c == '+')
-        && text.contains(|c: char| c == '+' || c == '(' || c == '-')
+        && text.contains(['+', '(', '-'])
     {
         out.push(Detector::Phone);
     }
@@ -217,7 +217,7 @@ fn luhn(digits: &[u32]) -> bool {
         .enumerate()
         .map(|(i, d)| if i % 2 == 1 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { *d })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Well-known key prefixes followed by a long token.

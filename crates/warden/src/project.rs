@@ -38,9 +38,7 @@ pub fn io_msg(e: &std::io::Error) -> String {
 }
 
 pub struct Project {
-    pub path: PathBuf,
     pub model: Model,
-    pub diagnostics: Vec<Diagnostic>,
     pub options: CompileOptions,
 }
 
@@ -75,9 +73,7 @@ pub fn load(out: &crate::ui::Out, path: &Path) -> Result<Project, Exit> {
     let base_dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let state_dir = std::env::var("WARDEN_STATE_DIR").unwrap_or_else(|_| "/var/lib/warden".into());
     Ok(Project {
-        path: path.to_path_buf(),
         model,
-        diagnostics: loaded.diagnostics,
         options: CompileOptions { base_dir: base_dir.display().to_string(), state_dir },
     })
 }

@@ -1,0 +1,137 @@
+//! Language tests: every invalid file in `tests/invalid/` renders diagnostics that name
+//! file, line and column, pinned by snapshots; inline snippets check specific outcomes.
+
+mod docs;
+mod fmt;
+
+use std::path::Path;
+use warden_lang::{SourceFile, load, render};
+
+/// Loads a file relative to the repository's `tests/invalid` directory.
+fn check_invalid(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).expect("read corpus file");
+    let name = format!("invalid/{}", path.file_name().unwrap().to_string_lossy());
+    let loaded = load(&SourceFile::new(name.clone(), text), &warden_lang::NoFiles);
+    assert!(loaded.model.is_none(), "{name} should be invalid");
+    assert!(!loaded.diagnostics.is_empty());
+    for d in &loaded.diagnostics {
+        // Every diagnostic names the file, line and column.
+        let header = format!("[{}:{}:{}]", d.loc.file, d.loc.line, d.loc.column);
+        let rendered = render(std::slice::from_ref(d));
+        assert!(rendered.contains(&header), "{name}: `{header}` missing in:\n{rendered}");
+        assert!(d.code.starts_with("warden::"), "{name}: code {}", d.code);
+    }
+    render(&loaded.diagnostics)
+}
+
+#[test]
+fn invalid_corpus() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid");
+    let count = std::fs::read_dir(&dir).unwrap().count();
+    assert!(count >= 40, "the corpus has {count} files");
+    insta::glob!("../invalid", "*.kdl", |path| {
+        insta::assert_snapshot!(check_invalid(path));
+    });
+}
+
+fn ok(text: &str) -> warden_lang::Model {
+    let loaded = load(&SourceFile::new("t.kdl", text), &warden_lang::NoFiles);
+    match loaded.model {
+        Some(m) => m,
+        None => panic!("{}", render(&loaded.diagnostics)),
+    }
+}
+
+fn errors(text: &str) -> Vec<(&'static str, u32)> {
+    let loaded = load(&SourceFile::new("t.kdl", text), &warden_lang::NoFiles);
+    loaded.diagnostics.iter().map(|d| (d.code, d.loc.line)).collect()
+}
+
+const MINIMAL: &str = "image \"i\" {\n    from-host \"/bin/sh\"\n}\nsandbox \"s\" {\n    image \"i\"\n    command \"/bin/sh\"\n}\n";
+
+#[test]
+fn nearly_empty_sandbox_is_the_strictest() {
+    let m = ok(MINIMAL);
+    let s = &m.sandboxes[0];
+    assert_eq!((s.user, s.group), (1000, 1000));
+    assert!(s.egress.is_none(), "no egress block means no network");
+    assert!(s.filesystem.read_write.is_empty(), "nothing writable");
+    assert_eq!(s.filesystem.landlock, None, "None means the default, required");
+    assert!(s.capabilities.is_empty() && s.allow_syscalls.is_empty());
+    assert_eq!(s.limits.memory, 1 << 30);
+    assert_eq!(s.limits.pids, 256);
+}
+
+#[test]
+fn all_errors_reported_at_once() {
+    let e = errors("image \"i\" {\n    from-host \"/bin/sh\"\n}\nsandbox \"s\" {\n    image \"j\"\n    command \"sh\"\n    limits memory=\"2Gb\"\n    egress {\n        allow \"*.com\"\n    }\n}\n");
+    assert_eq!(
+        e,
+        vec![
+            ("warden::reference", 5),
+            ("warden::sandbox::command", 6),
+            ("warden::size", 7),
+            ("warden::egress::host", 9),
+        ]
+    );
+}
+
+#[test]
+fn layout_defaults_apply_and_can_be_overridden() {
+    let m = ok(&format!("layout \"strict\"\n{MINIMAL}"));
+    let s = &m.sandboxes[0];
+    assert_eq!(s.filesystem.read_write, vec!["/sandbox", "/tmp"]);
+    assert_eq!(s.workdir, "/sandbox");
+    assert!(m.order("read-code").is_some());
+    let m = ok("layout \"strict\"\nimage \"i\" {\n    from-host \"/bin/sh\"\n}\nsandbox \"s\" {\n    image \"i\"\n    command \"/bin/sh\"\n    limits memory=\"3GiB\"\n}\n");
+    assert_eq!(m.sandboxes[0].limits.memory, 3 << 30);
+    // The whole `limits` node is replaced: pids falls back to the built-in default.
+    assert_eq!(m.sandboxes[0].limits.pids, 256);
+}
+
+#[test]
+fn layout_files_resolve_relative_to_the_including_file() {
+    struct Map;
+    impl warden_lang::Loader for Map {
+        fn load(&self, base: &str, path: &str) -> Result<SourceFile, String> {
+            let full = warden_lang::join(base, path);
+            match full.as_str() {
+                "shared/base.kdl" => Ok(SourceFile::new(full, "layout \"./more.kdl\"\ndefaults {\n    user 2000\n}\n")),
+                "shared/more.kdl" => Ok(SourceFile::new(full, "defaults {\n    workdir \"/w\"\n}\n")),
+                _ => Err(format!("no `{full}`")),
+            }
+        }
+    }
+    let loaded = load(&SourceFile::new("t.kdl", format!("layout \"shared/base.kdl\"\n{MINIMAL}")), &Map);
+    let m = loaded.model.expect("valid");
+    assert_eq!(m.sandboxes[0].user, 2000);
+    assert_eq!(m.sandboxes[0].workdir, "/w");
+    assert_eq!(m.layouts, vec!["shared/base.kdl", "./more.kdl"]);
+}
+
+#[test]
+fn layout_cycle_is_an_error() {
+    struct Cyc;
+    impl warden_lang::Loader for Cyc {
+        fn load(&self, _b: &str, path: &str) -> Result<SourceFile, String> {
+            Ok(SourceFile::new(path.to_string(), format!("layout \"{path}\"\n")))
+        }
+    }
+    let loaded = load(&SourceFile::new("t.kdl", "layout \"./a.kdl\"\n"), &Cyc);
+    let codes: Vec<_> = loaded.diagnostics.iter().map(|d| d.code).collect();
+    assert_eq!(codes, vec!["warden::layout::cycle"]);
+}
+
+#[test]
+fn did_you_mean() {
+    let loaded = load(&SourceFile::new("t.kdl", "sandbx \"a\"\n"), &warden_lang::NoFiles);
+    assert_eq!(loaded.diagnostics[0].help.as_deref(), Some("did you mean `sandbox`?"));
+}
+
+#[test]
+fn deeply_nested_input_is_refused_not_crashed() {
+    let text = format!("{}{}", "a {".repeat(100_000), "}".repeat(100_000));
+    let loaded = load(&SourceFile::new("t.kdl", text), &warden_lang::NoFiles);
+    assert!(loaded.model.is_none());
+    assert_eq!(loaded.diagnostics[0].code, "warden::syntax::depth");
+}
