@@ -121,6 +121,8 @@ pub(crate) fn first_str(n: &N<'_>) -> Option<String> {
 
 fn merge<'a>(files: &'a [(FileCx, KdlDocument, String)], cx: &mut Cx) -> Merged<'a> {
     let mut m = Merged::default();
+    // Names declared by earlier files: only those need replacing (keeps merging linear).
+    let mut declared: std::collections::HashSet<(&str, String)> = std::collections::HashSet::new();
     for (fcx, doc, base) in files {
         // Within one file a name may appear once; across files the later one wins.
         let mut seen: HashMap<(&str, String), SourceSpan> = HashMap::new();
@@ -150,7 +152,9 @@ fn merge<'a>(files: &'a [(FileCx, KdlDocument, String)], cx: &mut Cx) -> Merged<
                         );
                         continue;
                     }
-                    remove_named(&mut m, kind, &name);
+                    if !declared.insert((kind, name.clone())) {
+                        remove_named(&mut m, kind, &name);
+                    }
                     push_named(&mut m, kind, n, base.clone());
                 }
                 "defaults" => {

@@ -10,28 +10,33 @@ use std::sync::Arc;
 pub struct SourceFile {
     pub name: String,
     pub text: Arc<String>,
+    /// Byte offset where each line starts, for line/column lookups in O(log n).
+    line_starts: Arc<Vec<usize>>,
 }
 
 impl SourceFile {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        let text: String = text.into();
+        let mut line_starts = vec![0];
+        line_starts.extend(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
         SourceFile {
             name: name.into(),
-            text: Arc::new(text.into()),
+            text: Arc::new(text),
+            line_starts: Arc::new(line_starts),
         }
     }
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (u32, u32) {
         let offset = offset.min(self.text.len());
-        let before = self.text.get(..offset).unwrap_or("");
-        let line = before.matches('\n').count() as u32 + 1;
-        let col = before
-            .rsplit('\n')
-            .next()
+        let line = self.line_starts.partition_point(|s| *s <= offset).max(1);
+        let start = self.line_starts[line - 1];
+        let col = self
+            .text
+            .get(start..offset)
             .map(|l| l.chars().count())
-            .unwrap_or(0) as u32
-            + 1;
-        (line, col)
+            .unwrap_or(offset - start);
+        (line as u32, col as u32 + 1)
     }
 }
 
