@@ -4,6 +4,7 @@ mod bench_egress;
 mod bench_image;
 mod bench_lang;
 mod bench_run;
+mod test;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,8 +29,9 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        "test" => test::run(rest),
         _ => {
-            println!("usage: cargo xtask bench [all|lang|image|run|egress]");
+            println!("usage: cargo xtask test | cargo xtask bench [all|lang|image|run|egress]");
             Ok(())
         }
     }

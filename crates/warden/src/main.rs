@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod commands;
+mod multicall;
 mod project;
 mod ui;
 
@@ -57,6 +58,10 @@ pub enum Exit {
 }
 
 fn main() -> ExitCode {
+    // One binary: installed in every image as `/.warden/init`, it is the sandbox's PID 1.
+    if multicall::is_init() {
+        return multicall::init_main();
+    }
     let cli = Cli::parse();
     let out = ui::Out {
         json: cli.json,
