@@ -1,5 +1,528 @@
-//! Benchmark: bench_egress.
+//! Benchmark: the egress proxy against a direct connection and against tinyproxy,
+//! measured interleaved in one run on loopback.
+//!
+//! `cargo xtask bench egress [--gib N] [--rtts N] [--requests N] [--tunnels N]`
+//!
+//! - throughput of one CONNECT download (1 GiB by default) through each proxy vs direct;
+//! - added latency of a small round trip inside an open tunnel, and of a whole plain-HTTP
+//!   request (new connection each), p50/p99, vs direct;
+//! - 1,000 concurrent tunnels held open and used at once.
+//!
+//! Upstreams listen on 127.0.0.2 and every proxy is configured to allow exactly that
+//! address. The proxy runs in-process on a 2-worker tokio runtime; clients and upstreams
+//! are plain threads.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
+use anyhow::{Context, Result, bail};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warden_egress::{ProxyConfig, ProxyState, StaticResolver};
+use warden_wire::egress::{Action, Cidr, EgressPolicy, EgressRule, Target};
+use warden_wire::orders::Autonomy;
+
+const UPSTREAM_IP: &str = "127.0.0.2";
+
+struct Opts {
+    bytes: u64,
+    rtts: usize,
+    requests: usize,
+    tunnels: usize,
+}
+
+fn opts(args: &[String]) -> Result<Opts> {
+    let mut o = Opts {
+        bytes: 1 << 30,
+        rtts: 20_000,
+        requests: 2_000,
+        tunnels: 1_000,
+    };
+    let mut it = args.iter().skip_while(|a| a.as_str() == "egress");
+    while let Some(a) = it.next() {
+        let mut val = || -> Result<u64> {
+            it.next()
+                .with_context(|| format!("`{a}` needs a value"))?
+                .parse::<u64>()
+                .with_context(|| format!("`{a}` needs a number"))
+        };
+        match a.as_str() {
+            "--mib" => o.bytes = val()? << 20,
+            "--gib" => o.bytes = val()? << 30,
+            "--rtts" => o.rtts = val()? as usize,
+            "--requests" => o.requests = val()? as usize,
+            "--tunnels" => o.tunnels = val()? as usize,
+            other => bail!("unknown option `{other}` for `bench egress`"),
+        }
+    }
+    Ok(o)
+}
+
+/// A way to reach the upstream: directly, or through a proxy at an address.
+#[derive(Clone, Copy)]
+enum Via {
+    Direct,
+    Proxy(SocketAddr),
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let o = opts(args)?;
+    let up = Upstreams::start()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let state_dir = scratch_dir("warden-bench-egress")?;
+    let warden = {
+        let _guard = rt.enter();
+        let policy = EgressPolicy {
+            version: warden_wire::WIRE_VERSION,
+            sandbox: "bench".into(),
+            rules: vec![EgressRule {
+                action: Action::Allow,
+                target: Target::Cidr(Cidr::parse("127.0.0.2/32").context("cidr")?),
+                ports: vec![up.source.port(), up.echo.port(), up.http.port()],
+                http: None,
+                reason: None,
+                order: None,
+                autonomy: Autonomy::Auto,
+                line: 1,
+            }],
+            idle_timeout_secs: 300,
+        };
+        let mut config = ProxyConfig::new(&state_dir);
+        config.max_connections = o.tunnels * 2 + 64;
+        let state = ProxyState::with_resolver(policy, config, Arc::new(StaticResolver::new()))?;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        warden_egress::spawn(listener, state)?
+    };
+    let warden_addr = warden.local_addr();
+    let tiny = TinyProxy::start(&up, o.tunnels)?;
+
+    let mut peers: Vec<(&str, Via)> =
+        vec![("direct", Via::Direct), ("warden", Via::Proxy(warden_addr))];
+    match &tiny {
+        Ok(t) => peers.push(("tinyproxy", Via::Proxy(t.addr))),
+        Err(why) => println!("tinyproxy: skipped ({why})"),
+    }
+
+    println!("egress bench: upstream {UPSTREAM_IP}, warden at {warden_addr}, 2 tokio workers");
+
+    // Throughput: one download per peer per round, interleaved; the ratio is taken per
+    // round (same conditions) and its median reported, next to the best of each.
+    let rounds = 5;
+    let mut gbps: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+    let mut proxy_cpu = f64::MAX;
+    // Cores this process kept busy (sender, receiver, in-process proxy; not tinyproxy).
+    let mut busy: Vec<f64> = vec![0.0; peers.len()];
+    for _round in 0..rounds {
+        for (i, (name, via)) in peers.iter().enumerate() {
+            let cpu0 = worker_cpu_secs();
+            let all0 = process_cpu_secs();
+            let t0 = Instant::now();
+            gbps[i].push(download(*via, up.source, o.bytes)?);
+            busy[i] += (process_cpu_secs() - all0) / t0.elapsed().as_secs_f64() / rounds as f64;
+            if *name == "warden" {
+                proxy_cpu = proxy_cpu.min(worker_cpu_secs() - cpu0);
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "\nthroughput, one CONNECT download of {} MiB, {rounds} interleaved rounds:",
+        o.bytes >> 20
+    );
+    for (i, (name, _)) in peers.iter().enumerate() {
+        let best = gbps[i].iter().copied().fold(0.0, f64::max);
+        let ratios: Vec<f64> = gbps[i].iter().zip(&gbps[0]).map(|(a, d)| a / d).collect();
+        println!(
+            "  {name:<10} best {best:>5.2} GB/s  median {:>5.2} GB/s   ratio to direct: median {:.2}, best/best {:.2}   (process busy {:.2} cores)",
+            median(gbps[i].clone()),
+            median(ratios),
+            best / gbps[0].iter().copied().fold(0.0, f64::max),
+            busy[i]
+        );
+    }
+    println!(
+        "  warden's proxy threads: {:.2} CPU-seconds per GiB (splice); sender, receiver and \
+         proxy share {} cores",
+        proxy_cpu / (o.bytes as f64 / (1u64 << 30) as f64),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+
+    // Round trip of 64 bytes inside an open tunnel, interleaved.
+    let mut streams: Vec<TcpStream> = peers
+        .iter()
+        .map(|(_, via)| open(*via, up.echo))
+        .collect::<Result<_>>()?;
+    let mut rtt: Vec<Vec<Duration>> = vec![Vec::with_capacity(o.rtts); peers.len()];
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    for _ in 0..o.rtts {
+        for (i, s) in streams.iter_mut().enumerate() {
+            let t = Instant::now();
+            s.write_all(&msg)?;
+            s.read_exact(&mut back)?;
+            rtt[i].push(t.elapsed());
+        }
+    }
+    drop(streams);
+    report("round trip of 64 bytes in an open tunnel", &peers, &mut rtt);
+
+    // A whole plain-HTTP request on a new connection each time, interleaved.
+    let mut req: Vec<Vec<Duration>> = vec![Vec::with_capacity(o.requests); peers.len()];
+    for _ in 0..o.requests {
+        for (i, (_, via)) in peers.iter().enumerate() {
+            let t = Instant::now();
+            http_get(*via, up.http)?;
+            req[i].push(t.elapsed());
+        }
+    }
+    report("plain-HTTP GET, new connection each", &peers, &mut req);
+
+    // Many tunnels at once.
+    let t = Instant::now();
+    let (ok, errors) = concurrent_tunnels(warden_addr, up.echo, o.tunnels);
+    println!(
+        "\nconcurrent tunnels through warden: {ok}/{} held and echoed, {errors} errors, {:.0} ms",
+        o.tunnels,
+        t.elapsed().as_secs_f64() * 1e3
+    );
+
+    rt.block_on(warden.shutdown())?;
+    if let Ok(mut t) = tiny {
+        t.stop();
+    }
+    let _ = std::fs::remove_dir_all(&state_dir);
+    if errors > 0 {
+        bail!("{errors} of {} concurrent tunnels failed", o.tunnels);
+    }
     Ok(())
+}
+
+fn report(title: &str, peers: &[(&str, Via)], samples: &mut [Vec<Duration>]) {
+    println!("\n{title} ({} samples each):", samples[0].len());
+    let pct = |v: &mut Vec<Duration>, p: f64| -> f64 {
+        v.sort();
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v.get(i).map(|d| d.as_secs_f64() * 1e3).unwrap_or(f64::NAN)
+    };
+    let base50 = pct(&mut samples[0], 0.50);
+    let base99 = pct(&mut samples[0], 0.99);
+    for (i, (name, _)) in peers.iter().enumerate() {
+        let p50 = pct(&mut samples[i], 0.50);
+        let p99 = pct(&mut samples[i], 0.99);
+        if i == 0 {
+            println!("  {name:<10} p50 {p50:.3} ms  p99 {p99:.3} ms");
+        } else {
+            println!(
+                "  {name:<10} p50 {p50:.3} ms  p99 {p99:.3} ms   added p50 {:+.3} ms  p99 {:+.3} ms",
+                p50 - base50,
+                p99 - base99
+            );
+        }
+    }
+}
+
+/// Connect to `target`, directly or through a CONNECT tunnel.
+fn open(via: Via, target: SocketAddr) -> Result<TcpStream> {
+    let s = match via {
+        Via::Direct => TcpStream::connect(target)?,
+        Via::Proxy(proxy) => {
+            let mut s = TcpStream::connect(proxy)?;
+            s.set_nodelay(true)?;
+            write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")?;
+            let head = read_head(&mut s)?;
+            if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+                bail!(
+                    "CONNECT {target} via {proxy}: {}",
+                    head.lines().next().unwrap_or("")
+                );
+            }
+            s
+        }
+    };
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Read a response head byte by byte (so no tunnel bytes are consumed).
+fn read_head(s: &mut TcpStream) -> Result<String> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b)? == 0 {
+            bail!("closed during the response head");
+        }
+        head.push(b[0]);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Download `bytes` from the source upstream; returns GB/s.
+fn download(via: Via, source: SocketAddr, bytes: u64) -> Result<f64> {
+    let mut s = open(via, source)?;
+    let t = Instant::now();
+    s.write_all(&bytes.to_le_bytes())?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    while got < bytes {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            bail!("download ended after {got} of {bytes} bytes");
+        }
+        got += n as u64;
+    }
+    Ok(bytes as f64 / t.elapsed().as_secs_f64() / 1e9)
+}
+
+fn http_get(via: Via, http: SocketAddr) -> Result<()> {
+    let (mut s, target) = match via {
+        Via::Direct => (TcpStream::connect(http)?, "/".to_string()),
+        Via::Proxy(p) => (TcpStream::connect(p)?, format!("http://{http}/")),
+    };
+    s.set_nodelay(true)?;
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = Vec::with_capacity(256);
+    s.read_to_end(&mut out)?;
+    if !out.starts_with(b"HTTP/1.1 200") && !out.starts_with(b"HTTP/1.0 200") {
+        bail!(
+            "GET via {}: {}",
+            match via {
+                Via::Direct => "direct".into(),
+                Via::Proxy(p) => p.to_string(),
+            },
+            String::from_utf8_lossy(&out[..out.len().min(200)])
+        );
+    }
+    Ok(())
+}
+
+fn concurrent_tunnels(proxy: SocketAddr, echo: SocketAddr, n: usize) -> (usize, usize) {
+    let mut streams = Vec::with_capacity(n);
+    let mut errors = 0;
+    for _ in 0..n {
+        match open(Via::Proxy(proxy), echo) {
+            Ok(s) => streams.push(s),
+            Err(_) => errors += 1,
+        }
+    }
+    // All open at once: send on every one, then read every echo.
+    let msg = *b"hold";
+    for s in streams.iter_mut() {
+        if s.write_all(&msg).is_err() {
+            errors += 1;
+        }
+    }
+    let mut ok = 0;
+    for s in streams.iter_mut() {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut back = [0u8; 4];
+        match s.read_exact(&mut back) {
+            Ok(()) if back == msg => ok += 1,
+            _ => errors += 1,
+        }
+    }
+    (ok, errors)
+}
+
+struct Upstreams {
+    /// Reads an 8-byte little-endian length, then sends that many bytes.
+    source: SocketAddr,
+    echo: SocketAddr,
+    /// Answers any request with a tiny 200 and closes.
+    http: SocketAddr,
+}
+
+impl Upstreams {
+    fn start() -> Result<Upstreams> {
+        let serve = |handler: fn(TcpStream) -> std::io::Result<()>| -> Result<SocketAddr> {
+            let l = TcpListener::bind((UPSTREAM_IP, 0)).context("bind an upstream on 127.0.0.2")?;
+            let addr = l.local_addr()?;
+            std::thread::spawn(move || {
+                for s in l.incoming().flatten() {
+                    let _ = s.set_nodelay(true);
+                    std::thread::spawn(move || handler(s));
+                }
+            });
+            Ok(addr)
+        };
+        Ok(Upstreams {
+            source: serve(|mut s| {
+                let mut len = [0u8; 8];
+                s.read_exact(&mut len)?;
+                let mut left = u64::from_le_bytes(len);
+                let buf = vec![0x5au8; 256 * 1024];
+                while left > 0 {
+                    let n = left.min(buf.len() as u64) as usize;
+                    s.write_all(&buf[..n])?;
+                    left -= n as u64;
+                }
+                s.shutdown(Shutdown::Write)
+            })?,
+            echo: serve(|mut s| {
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    let n = s.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    s.write_all(&buf[..n])?;
+                }
+            })?,
+            http: serve(|mut s| {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                )?;
+                s.shutdown(Shutdown::Write)
+            })?,
+        })
+    }
+}
+
+struct TinyProxy {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl TinyProxy {
+    /// `Ok(Err(why))` when tinyproxy is not installed or does not come up.
+    fn start(up: &Upstreams, max_clients: usize) -> Result<std::result::Result<TinyProxy, String>> {
+        let Some(bin) = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+        else {
+            return Ok(Err("not installed: apt-get install tinyproxy".into()));
+        };
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = scratch_dir("warden-bench-tinyproxy")?;
+        let filter = dir.join("filter");
+        std::fs::write(&filter, "^127\\.0\\.0\\.2$\n")?;
+        let mut conf = format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients {}\nLogLevel Critical\n\
+             Allow 127.0.0.1\nFilter \"{}\"\nFilterDefaultDeny Yes\nFilterType ere\n\
+             DisableViaHeader Yes\n",
+            max_clients * 2 + 64,
+            filter.display()
+        );
+        for p in [up.source.port(), up.echo.port(), up.http.port()] {
+            conf.push_str(&format!("ConnectPort {p}\n"));
+        }
+        // As root tinyproxy drops to an unprivileged user.
+        if is_root() {
+            conf.push_str("User nobody\nGroup nogroup\n");
+        }
+        let conf_path = dir.join("tinyproxy.conf");
+        std::fs::write(&conf_path, conf)?;
+        // Its own process group, so `stop` reaches any process tinyproxy forks.
+        let child = Command::new(bin)
+            .process_group(0)
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start tinyproxy")?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut t = TinyProxy { child, addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                t.stop();
+                return Ok(Err("did not start listening within 5 s".into()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Ok(t))
+    }
+
+    fn stop(&mut self) {
+        // SAFETY: signals the process group created for this child, and nothing else.
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGTERM) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for TinyProxy {
+    // Also on early returns (`?`), so no tinyproxy outlives the bench.
+    fn drop(&mut self) {
+        if self.dir.exists() {
+            self.stop();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// CPU time (user + system) of this whole process.
+fn process_cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct we pass; zeroed is a valid initial value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time (user + system) of this process's tokio worker threads, from /proc.
+fn worker_cpu_secs() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let mut ticks = 0u64;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("tokio-r") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after `(comm)`: state is field 3, utime 14, stime 15 (1-based).
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks += num(11) + num(12);
+    }
+    ticks as f64 / 100.0
+}
+
+fn scratch_dir(prefix: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

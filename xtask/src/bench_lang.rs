@@ -33,7 +33,8 @@ pub fn ms(d: Duration) -> String {
 }
 
 fn generated(n: usize) -> String {
-    let mut s = String::from("layout \"strict\"\n\nimage \"base\" {\n    from-host \"/bin/sh\"\n}\n");
+    let mut s =
+        String::from("layout \"strict\"\n\nimage \"base\" {\n    from-host \"/bin/sh\"\n}\n");
     for i in 0..n {
         s.push_str(&format!(
             "\nsandbox \"agent-{i}\" {{\n    image \"base\"\n    command \"/bin/sh\" \"-c\" \"echo {i}\"\n    limits memory=\"512MiB\" pids=128 cpus=0.5\n    egress {{\n        allow \"api-{i}.example.com\" port=443 reason=\"its api\"\n        http \"mirror-{i}.example.com\" methods=\"GET\" paths=\"/simple/**\"\n        test \"https://api-{i}.example.com/\" expect=\"allow\"\n        test \"http://169.254.169.254/\" expect=\"deny\"\n    }}\n}}\n"
@@ -49,7 +50,11 @@ fn time_check(warden: &Path, file: &Path, runs: usize) -> anyhow::Result<Duratio
         let out = Command::new(warden).arg("check").arg(file).output()?;
         v.push(t.elapsed());
         if !out.status.success() {
-            bail!("warden check {} failed: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "warden check {} failed: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
     Ok(median(v))
@@ -80,14 +85,22 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
     println!("  warden --version (process floor)      {}", ms(floor));
     println!(
         "  {:<38} {}",
-        format!("{} ({} B)", largest.file_name().unwrap_or_default().to_string_lossy(), std::fs::metadata(largest)?.len()),
+        format!(
+            "{} ({} B)",
+            largest.file_name().unwrap_or_default().to_string_lossy(),
+            std::fs::metadata(largest)?.len()
+        ),
         ms(a)
     );
     println!(
         "  {:<38} {}  (target < 50 ms: {})",
         format!("1,000 sandboxes ({} B)", std::fs::metadata(&big)?.len()),
         ms(b),
-        if b < Duration::from_millis(50) { "met" } else { "NOT met" }
+        if b < Duration::from_millis(50) {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -1,5 +1,253 @@
-//! Benchmark: bench_run.
+//! Benchmark: `/bin/true` in a fresh strict sandbox, whole process, warden vs crun vs runc
+//! on the same bundle (user namespace, all namespaces, cgroup limits, warden-init as PID 1
+//! with Landlock and seccomp), interleaved in one run.
+//!
+//! Usage: `cargo xtask bench run [--runs N] [--init PATH] [--warden-cmd "CMD ... {bundle}"]`
+//!
+//! - `--warden-cmd`: the warden side; `{bundle}` is replaced by the bundle directory.
+//!   Default: the `warden-run` example of warden-runtime (`warden-run run {bundle}`);
+//!   once the CLI exists: `--warden-cmd "target/release/warden run --bundle {bundle}"`.
+//! - `--init`: a static warden-init; default: built here with `+crt-static`.
+//!
+//! crun 1.8 refuses this cgroup v1 hybrid host unless it sees only the v1 hierarchies, so
+//! it runs in a private mount namespace where `/sys/fs/cgroup/unified` is unmounted (set up
+//! in the forked child before exec; included in its time, a fraction of a millisecond).
+//! Needs root, `busybox-static`, and `crun`/`runc` for the comparison (skipped if absent).
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+        .join("bench-run")
+}
+
+fn host_triple() -> anyhow::Result<String> {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .context("run `rustc -vV`")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("`rustc -vV` printed no host")
+}
+
+fn cargo_build(args: &[&str], rustflags: Option<&str>) -> anyhow::Result<()> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "--quiet", "--release", "--target-dir"])
+        .arg(target_dir())
+        .args(args);
+    if let Some(flags) = rustflags {
+        cmd.env("RUSTFLAGS", flags);
+    }
+    let status = cmd.status().context("run cargo build")?;
+    if !status.success() {
+        bail!("`cargo build {}` failed", args.join(" "));
+    }
+    Ok(())
+}
+
+struct Runtime {
+    name: &'static str,
+    /// Builds the command for iteration `i`.
+    command: Box<dyn Fn(usize) -> Command>,
+    times: Vec<Duration>,
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let runs: usize = arg_value(args, "--runs")
+        .map(|r| r.parse())
+        .transpose()
+        .context("--runs takes a number")?
+        .unwrap_or(20)
+        .max(1);
+
+    let host = host_triple()?;
+    let init = match arg_value(args, "--init") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            cargo_build(
+                &["-p", "warden-init", "--target", &host],
+                Some("-C target-feature=+crt-static"),
+            )?;
+            target_dir().join(&host).join("release/warden-init")
+        }
+    };
+    let warden_cmd = match arg_value(args, "--warden-cmd") {
+        Some(c) => c,
+        None => {
+            cargo_build(&["-p", "warden-runtime", "--example", "warden-run"], None)?;
+            let exe = target_dir().join("release/examples/warden-run");
+            format!("{} run {{bundle}} --state /run/warden-bench", exe.display())
+        }
+    };
+
+    let dir = std::env::temp_dir().join(format!("warden-bench-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let maker = target_dir().join("release/examples/warden-run");
+    if !maker.exists() {
+        cargo_build(&["-p", "warden-runtime", "--example", "warden-run"], None)?;
+    }
+    let status = Command::new(&maker)
+        .arg("make-bundle")
+        .arg(&dir)
+        .arg(&init)
+        .status()?;
+    if !status.success() {
+        bail!("making the bundle in `{}` failed", dir.display());
+    }
+    let result = measure(&dir, &warden_cmd, runs);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn measure(bundle: &Path, warden_cmd: &str, runs: usize) -> anyhow::Result<()> {
+    let words: Vec<String> = warden_cmd
+        .split_whitespace()
+        .map(|w| w.replace("{bundle}", &bundle.display().to_string()))
+        .collect();
+    let (program, rest) = words.split_first().context("--warden-cmd is empty")?;
+    let (program, rest) = (program.clone(), rest.to_vec());
+    let mut runtimes = vec![Runtime {
+        name: "warden",
+        command: Box::new(move |_| {
+            let mut c = Command::new(&program);
+            c.args(&rest);
+            c
+        }),
+        times: Vec::new(),
+    }];
+    let pid = std::process::id();
+    let b = bundle.to_path_buf();
+    if which("crun") {
+        runtimes.push(Runtime {
+            name: "crun",
+            command: Box::new(move |i| {
+                let mut c = Command::new("crun");
+                c.arg("run")
+                    .arg("--bundle")
+                    .arg(&b)
+                    .arg(format!("bench-crun-{pid}-{i}"));
+                // SAFETY: only async-signal-safe syscalls between fork and exec.
+                unsafe { c.pre_exec(hide_cgroup2) };
+                c
+            }),
+            times: Vec::new(),
+        });
+    }
+    let b = bundle.to_path_buf();
+    if which("runc") {
+        runtimes.push(Runtime {
+            name: "runc",
+            command: Box::new(move |i| {
+                let mut c = Command::new("runc");
+                c.arg("run")
+                    .arg("--bundle")
+                    .arg(&b)
+                    .arg(format!("bench-runc-{pid}-{i}"));
+                c
+            }),
+            times: Vec::new(),
+        });
+    }
+
+    // One warm-up round, then interleaved rounds, rotating who goes first.
+    for i in 0..=runs {
+        for k in 0..runtimes.len() {
+            let idx = (i + k) % runtimes.len();
+            let rt = &mut runtimes[idx];
+            let mut cmd = (rt.command)(i);
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let t0 = Instant::now();
+            let out = cmd.output().with_context(|| format!("run {}", rt.name))?;
+            let took = t0.elapsed();
+            if !out.status.success() {
+                bail!(
+                    "{} failed ({}): {}",
+                    rt.name,
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            if i > 0 {
+                rt.times.push(took);
+            }
+        }
+    }
+
+    println!(
+        "bench run: /bin/true under warden-init in a strict sandbox, {runs} interleaved runs each"
+    );
+    let warden = median(runtimes[0].times.clone());
+    for rt in &runtimes {
+        let mut sorted = rt.times.clone();
+        sorted.sort();
+        let med = median(rt.times.clone());
+        println!(
+            "  {:<7} median {:>7.2} ms   min {:>7.2} ms   max {:>7.2} ms   warden/{} = {:.2}",
+            rt.name,
+            ms(med),
+            ms(sorted[0]),
+            ms(sorted[sorted.len() - 1]),
+            rt.name,
+            warden.as_secs_f64() / med.as_secs_f64()
+        );
+    }
+    println!("  target: warden median < 30 ms and not slower than crun");
+    Ok(())
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// In the forked child: a private mount namespace without the cgroup2 hierarchy, so crun
+/// sees a pure cgroup v1 host.
+fn hide_cgroup2() -> std::io::Result<()> {
+    // SAFETY: unshare/mount/umount2 with static C strings; no allocation.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let root = c"/";
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        let unified = c"/sys/fs/cgroup/unified";
+        // Absent on pure v1 hosts: nothing to hide then.
+        libc::umount2(unified.as_ptr(), libc::MNT_DETACH);
+    }
     Ok(())
 }

@@ -24,7 +24,9 @@ const PACKAGES: &[(&str, &str)] = &[
 
 fn step(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("==> {what}");
-    let status = cmd.status().with_context(|| format!("cannot start {what}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {what}"))?;
     if !status.success() {
         bail!("{what} failed ({status})");
     }
@@ -32,7 +34,11 @@ fn step(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 pub fn run(_args: &[String]) -> anyhow::Result<()> {
@@ -43,9 +49,15 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
         .collect();
     if !missing.is_empty() {
         if !is_root() {
-            bail!("the tests need root and these Debian packages: {}", missing.join(" "));
+            bail!(
+                "the tests need root and these Debian packages: {}",
+                missing.join(" ")
+            );
         }
-        step("apt-get update", Command::new("apt-get").args(["update", "-qq"]))?;
+        step(
+            "apt-get update",
+            Command::new("apt-get").args(["update", "-qq"]),
+        )?;
         step(
             &format!("apt-get install {}", missing.join(" ")),
             Command::new("apt-get")
@@ -55,10 +67,20 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
         )?;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    step("cargo fmt --check", Command::new(&cargo).args(["fmt", "--all", "--", "--check"]))?;
+    step(
+        "cargo fmt --check",
+        Command::new(&cargo).args(["fmt", "--all", "--", "--check"]),
+    )?;
     step(
         "cargo clippy",
-        Command::new(&cargo).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        Command::new(&cargo).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
     step(
         "cargo test",

@@ -55,27 +55,53 @@ pub fn explain(model: &Model, compiled: &Compiled) -> Explanation {
         };
         e.runs.push(match s.restart {
             Restart::Never => "is not restarted when it exits".to_string(),
-            Restart::OnFailure { max, backoff_ms } => format!("is restarted on failure up to {max} times, backing off from {backoff_ms} ms"),
-            Restart::Always { backoff_ms } => format!("is always restarted, backing off from {backoff_ms} ms"),
+            Restart::OnFailure { max, backoff_ms } => format!(
+                "is restarted on failure up to {max} times, backing off from {backoff_ms} ms"
+            ),
+            Restart::Always { backoff_ms } => {
+                format!("is always restarted, backing off from {backoff_ms} ms")
+            }
         });
         let fs = &s.filesystem;
-        e.filesystem.push("the root filesystem is read-only".to_string());
+        e.filesystem
+            .push("the root filesystem is read-only".to_string());
         for p in &fs.read_write {
-            e.filesystem.push(format!("`{p}` is a private writable tmpfs of at most {}", format_size(fs.tmpfs_size)));
+            e.filesystem.push(format!(
+                "`{p}` is a private writable tmpfs of at most {}",
+                format_size(fs.tmpfs_size)
+            ));
         }
         for b in &fs.binds {
-            e.filesystem.push(format!("host `{}` appears at `{}`, {}", b.source, b.at, if b.writable { "writable" } else { "read-only" }));
+            e.filesystem.push(format!(
+                "host `{}` appears at `{}`, {}",
+                b.source,
+                b.at,
+                if b.writable { "writable" } else { "read-only" }
+            ));
         }
         for v in &fs.volumes {
-            e.filesystem.push(format!("tenant volume `{}` appears at `{}`, {}", v.volume, v.at, if v.writable { "writable" } else { "read-only" }));
+            e.filesystem.push(format!(
+                "tenant volume `{}` appears at `{}`, {}",
+                v.volume,
+                v.at,
+                if v.writable { "writable" } else { "read-only" }
+            ));
         }
-        e.filesystem.push(match fs.landlock.unwrap_or(LandlockMode::Required) {
-            LandlockMode::Required => "Landlock enforces the same writable paths; the sandbox refuses to start without it".to_string(),
-            LandlockMode::BestEffort => "Landlock enforces the writable paths where the kernel supports it".to_string(),
+        e.filesystem
+            .push(match fs.landlock.unwrap_or(LandlockMode::Required) {
+            LandlockMode::Required => {
+                "Landlock enforces the same writable paths; the sandbox refuses to start without it"
+                    .to_string()
+            }
+            LandlockMode::BestEffort => {
+                "Landlock enforces the writable paths where the kernel supports it".to_string()
+            }
             LandlockMode::Off => "Landlock is off".to_string(),
         });
         match &s.egress {
-            None => e.network.push("no network at all: only a loopback interface".to_string()),
+            None => e
+                .network
+                .push("no network at all: only a loopback interface".to_string()),
             Some(eg) => {
                 e.network.push("the only way out is warden's egress proxy at 127.0.0.1:3128; names resolve once and private, loopback and metadata addresses are refused".to_string());
                 for r in &eg.rules {
@@ -83,13 +109,31 @@ pub fn explain(model: &Model, compiled: &Compiled) -> Explanation {
                         Target::Host(h) => h.clone(),
                         Target::Cidr(c) => c.to_string(),
                     };
-                    let ports = if r.ports.is_empty() { "any port".to_string() } else { format!("port {}", r.ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")) };
+                    let ports = if r.ports.is_empty() {
+                        "any port".to_string()
+                    } else {
+                        format!(
+                            "port {}",
+                            r.ports
+                                .iter()
+                                .map(u16::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    };
                     let mut line = match (&r.action, &r.http) {
                         (Action::Deny, _) => format!("may never reach {target} on {ports}"),
                         (Action::Allow, None) => format!("may reach {target} on {ports}"),
                         (Action::Allow, Some(h)) => {
-                            let paths = if h.paths.is_empty() { "any path".to_string() } else { h.paths.join(" ") };
-                            format!("may send plain HTTP {} to {target} on {ports}, paths {paths}", h.methods.names().join("/"))
+                            let paths = if h.paths.is_empty() {
+                                "any path".to_string()
+                            } else {
+                                h.paths.join(" ")
+                            };
+                            format!(
+                                "may send plain HTTP {} to {target} on {ports}, paths {paths}",
+                                h.methods.names().join("/")
+                            )
                         }
                     };
                     if let Some(o) = &r.order {
@@ -106,7 +150,10 @@ pub fn explain(model: &Model, compiled: &Compiled) -> Explanation {
         }
         if let Some(inf) = &s.inference {
             for r in &inf.routes {
-                e.inference.push(format!("models matching `{}` go to provider `{}`", r.model, r.provider));
+                e.inference.push(format!(
+                    "models matching `{}` go to provider `{}`",
+                    r.model, r.provider
+                ));
             }
             for p in &inf.privacy {
                 let dets: Vec<&str> = p.detect.iter().map(|d| d.as_str()).collect();
@@ -115,27 +162,41 @@ pub fn explain(model: &Model, compiled: &Compiled) -> Explanation {
                     PrivacyAction::Redact => "are sent with the findings redacted".to_string(),
                     PrivacyAction::Reroute { to } => format!("go to `{to}` instead"),
                 };
-                e.inference.push(format!("prompts containing {} {act}", dets.join(", ")));
+                e.inference
+                    .push(format!("prompts containing {} {act}", dets.join(", ")));
             }
-            e.inference.push("provider keys stay with the router; the sandbox never sees them".to_string());
+            e.inference.push(
+                "provider keys stay with the router; the sandbox never sees them".to_string(),
+            );
         }
         if s.user == 0 {
-            e.relaxations.push("runs as root inside its user namespace (`user 0`)".to_string());
+            e.relaxations
+                .push("runs as root inside its user namespace (`user 0`)".to_string());
         }
         for cap in &s.capabilities {
             e.relaxations.push(format!("keeps capability {cap}"));
         }
         for sc in &s.allow_syscalls {
-            e.relaxations.push(format!("may call `{sc}` ({})", warden_wire::seccomp::why(sc).unwrap_or("")));
+            e.relaxations.push(format!(
+                "may call `{sc}` ({})",
+                warden_wire::seccomp::why(sc).unwrap_or("")
+            ));
         }
         match fs.landlock {
             Some(LandlockMode::Off) => e.relaxations.push("Landlock is off".to_string()),
-            Some(LandlockMode::BestEffort) => e.relaxations.push("Landlock is best-effort".to_string()),
+            Some(LandlockMode::BestEffort) => {
+                e.relaxations.push("Landlock is best-effort".to_string())
+            }
             _ => {}
         }
         if let Some(eg) = &s.egress {
-            for r in eg.rules.iter().filter(|r| r.action == Action::Allow && r.ports.is_empty()) {
-                e.relaxations.push(format!("the rule on line {} allows any port", r.loc.line));
+            for r in eg
+                .rules
+                .iter()
+                .filter(|r| r.action == Action::Allow && r.ports.is_empty())
+            {
+                e.relaxations
+                    .push(format!("the rule on line {} allows any port", r.loc.line));
             }
         }
         out.push(e);
@@ -144,9 +205,23 @@ pub fn explain(model: &Model, compiled: &Compiled) -> Explanation {
         .orders
         .orders
         .iter()
-        .map(|o| format!("`{}` ({}): {}{}", o.name, o.autonomy.as_str(), o.bounds, o.override_.as_deref().map(|x| format!(" Override: {x}")).unwrap_or_default()))
+        .map(|o| {
+            format!(
+                "`{}` ({}): {}{}",
+                o.name,
+                o.autonomy.as_str(),
+                o.bounds,
+                o.override_
+                    .as_deref()
+                    .map(|x| format!(" Override: {x}"))
+                    .unwrap_or_default()
+            )
+        })
         .collect();
-    Explanation { sandboxes: out, orders }
+    Explanation {
+        sandboxes: out,
+        orders,
+    }
 }
 
 impl Explanation {
@@ -167,7 +242,11 @@ impl Explanation {
                 ("relaxed", &e.relaxations),
             ] {
                 for (i, l) in lines.iter().enumerate() {
-                    let head = if i == 0 { format!("{title}:") } else { String::new() };
+                    let head = if i == 0 {
+                        format!("{title}:")
+                    } else {
+                        String::new()
+                    };
                     s.push_str(&format!("  {head:<11}{l}\n"));
                 }
             }

@@ -86,7 +86,13 @@ fn rebase(s: &warden_wire::image::Source, base: &str) -> warden_wire::image::Sou
     use warden_wire::image::Source;
     let j = |p: &String| warden_lang::join(base, p);
     match s {
-        Source::Copy { src, to, uid, gid, mode } => Source::Copy {
+        Source::Copy {
+            src,
+            to,
+            uid,
+            gid,
+            mode,
+        } => Source::Copy {
             src: j(src),
             to: to.clone(),
             uid: *uid,
@@ -239,7 +245,10 @@ impl CompiledSandbox {
     pub fn config_json(&self) -> String {
         let mut v = serde_json::to_value(&self.spec).unwrap_or(serde_json::Value::Null);
         // oci-spec keeps capabilities in hash sets: sort them so the bytes are stable.
-        if let Some(caps) = v.pointer_mut("/process/capabilities").and_then(|c| c.as_object_mut()) {
+        if let Some(caps) = v
+            .pointer_mut("/process/capabilities")
+            .and_then(|c| c.as_object_mut())
+        {
             for set in caps.values_mut() {
                 if let Some(arr) = set.as_array_mut() {
                     arr.sort_by(|a, b| a.as_str().cmp(&b.as_str()));

@@ -38,7 +38,10 @@ const READONLY_PATHS: &[&str] = &[
 ];
 
 pub(crate) fn volume_path(opts: &CompileOptions, tenant: &str, volume: &str) -> String {
-    format!("{}/tenants/{tenant}/volumes/{volume}", opts.state_dir.trim_end_matches('/'))
+    format!(
+        "{}/tenants/{tenant}/volumes/{volume}",
+        opts.state_dir.trim_end_matches('/')
+    )
 }
 
 fn host_path(opts: &CompileOptions, base: &str, p: &str) -> String {
@@ -64,7 +67,12 @@ pub(crate) fn init_config(model: &Model, s: &Sandbox, _opts: &CompileOptions) ->
     let fs = &s.filesystem;
     let mut read_write: Vec<String> = fs.read_write.clone();
     read_write.extend(fs.binds.iter().filter(|b| b.writable).map(|b| b.at.clone()));
-    read_write.extend(fs.volumes.iter().filter(|v| v.writable).map(|v| v.at.clone()));
+    read_write.extend(
+        fs.volumes
+            .iter()
+            .filter(|v| v.writable)
+            .map(|v| v.at.clone()),
+    );
     // Device nodes such as /dev/null and /dev/pts are written by nearly every program;
     // /dev itself is a root-owned tmpfs the sandbox user cannot add files to.
     read_write.push("/dev".to_string());
@@ -97,7 +105,11 @@ fn seccomp_rules(s: &Sandbox) -> Vec<SeccompRule> {
 fn seccomp_json(rules: &[SeccompRule]) -> Value {
     let mut syscalls: Vec<Value> = Vec::new();
     // Plain denials grouped by errno, in table order.
-    let mut errnos: Vec<u32> = rules.iter().filter(|r| r.arg.is_none()).map(|r| r.errno).collect();
+    let mut errnos: Vec<u32> = rules
+        .iter()
+        .filter(|r| r.arg.is_none())
+        .map(|r| r.errno)
+        .collect();
     errnos.dedup();
     errnos.sort_unstable();
     errnos.dedup();
@@ -144,7 +156,14 @@ fn env(model: &Model, s: &Sandbox, init: &InitConfig) -> Result<Vec<String>, Com
     if s.egress.is_some() {
         let proxy = format!("http://{PROXY_ADDR}");
         // Upper- and lower-case: curl and busybox wget read only the lower-case forms.
-        for k in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+        for k in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+        ] {
             set(k, &proxy);
         }
         set("NO_PROXY", "localhost,127.0.0.1,::1");
@@ -180,10 +199,20 @@ pub(crate) fn spec(
     let mut binds: Vec<(String, String, bool)> = fs
         .binds
         .iter()
-        .map(|b| (b.at.clone(), host_path(opts, &b.base, &b.source), b.writable))
+        .map(|b| {
+            (
+                b.at.clone(),
+                host_path(opts, &b.base, &b.source),
+                b.writable,
+            )
+        })
         .collect();
     if let Some(t) = s.tenant.as_deref() {
-        binds.extend(fs.volumes.iter().map(|v| (v.at.clone(), volume_path(opts, t, &v.volume), v.writable)));
+        binds.extend(
+            fs.volumes
+                .iter()
+                .map(|v| (v.at.clone(), volume_path(opts, t, &v.volume), v.writable)),
+        );
     }
     // Parents before children, whatever the file's order.
     binds.sort_by(|a, b| a.0.cmp(&b.0));

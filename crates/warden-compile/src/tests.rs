@@ -30,7 +30,15 @@ pub struct TestResult {
     pub pass: bool,
 }
 
-fn result(kind: TestKind, sandbox: Option<&str>, subject: String, loc: &Loc, expected: &str, actual: String, why: String) -> TestResult {
+fn result(
+    kind: TestKind,
+    sandbox: Option<&str>,
+    subject: String,
+    loc: &Loc,
+    expected: &str,
+    actual: String,
+    why: String,
+) -> TestResult {
     TestResult {
         kind,
         sandbox: sandbox.map(str::to_string),
@@ -50,21 +58,50 @@ pub fn run_tests(model: &Model, compiled: &Compiled) -> Vec<TestResult> {
         if let (Some(eg), Some(policy)) = (&s.egress, &c.plan.egress) {
             for t in &eg.tests {
                 let (actual, why, subject) = egress_outcome(policy, &t.url, t.method.as_deref());
-                out.push(result(TestKind::Egress, Some(&s.name), subject, &t.loc, t.expect.as_str(), actual, why));
+                out.push(result(
+                    TestKind::Egress,
+                    Some(&s.name),
+                    subject,
+                    &t.loc,
+                    t.expect.as_str(),
+                    actual,
+                    why,
+                ));
             }
         }
         if let (Some(inf), Some(policy)) = (&s.inference, &c.plan.inference) {
             for t in &inf.tests {
                 let (actual, why) = match policy.route(&t.model, &t.prompt) {
                     Routing::Provider { provider, redacted } => {
-                        let why = if redacted { "routed with personal data redacted".to_string() } else { "routed by model".to_string() };
+                        let why = if redacted {
+                            "routed with personal data redacted".to_string()
+                        } else {
+                            "routed by model".to_string()
+                        };
                         (provider, why)
                     }
-                    Routing::Blocked { detector } => ("block".to_string(), format!("prompt contains {}", detector.as_str())),
-                    Routing::NoRoute => ("none".to_string(), "no route matches the model".to_string()),
+                    Routing::Blocked { detector } => (
+                        "block".to_string(),
+                        format!("prompt contains {}", detector.as_str()),
+                    ),
+                    Routing::NoRoute => {
+                        ("none".to_string(), "no route matches the model".to_string())
+                    }
                 };
-                let subject = if t.prompt.is_empty() { format!("model {}", t.model) } else { format!("model {} with prompt {:?}", t.model, t.prompt) };
-                out.push(result(TestKind::Inference, Some(&s.name), subject, &t.loc, &t.expect, actual, why));
+                let subject = if t.prompt.is_empty() {
+                    format!("model {}", t.model)
+                } else {
+                    format!("model {} with prompt {:?}", t.model, t.prompt)
+                };
+                out.push(result(
+                    TestKind::Inference,
+                    Some(&s.name),
+                    subject,
+                    &t.loc,
+                    &t.expect,
+                    actual,
+                    why,
+                ));
             }
         }
     }
@@ -74,20 +111,44 @@ pub fn run_tests(model: &Model, compiled: &Compiled) -> Vec<TestResult> {
             Some(o) => format!("order `{}`: {}", o.name, o.bounds),
             None => "no standing order covers it: a human first".to_string(),
         };
-        out.push(result(TestKind::Order, None, format!("order {}", t.order), &t.loc, t.expect.as_str(), actual.as_str().to_string(), why));
+        out.push(result(
+            TestKind::Order,
+            None,
+            format!("order {}", t.order),
+            &t.loc,
+            t.expect.as_str(),
+            actual.as_str().to_string(),
+            why,
+        ));
     }
     out
 }
 
 /// The outcome (`allow`, `deny`, `ask`), the reason, and the request as tested.
-pub fn egress_outcome(policy: &warden_wire::egress::EgressPolicy, url: &str, method: Option<&str>) -> (String, String, String) {
+pub fn egress_outcome(
+    policy: &warden_wire::egress::EgressPolicy,
+    url: &str,
+    method: Option<&str>,
+) -> (String, String, String) {
     let Ok(u) = parse_url(url) else {
-        return ("deny".into(), "not a URL the proxy accepts".into(), url.to_string());
+        return (
+            "deny".into(),
+            "not a URL the proxy accepts".into(),
+            url.to_string(),
+        );
     };
     let plain_http = u.scheme == "http";
-    let subject = if plain_http { format!("{} {url}", method.unwrap_or("GET")) } else { format!("CONNECT {url}") };
+    let subject = if plain_http {
+        format!("{} {url}", method.unwrap_or("GET"))
+    } else {
+        format!("CONNECT {url}")
+    };
     if u.userinfo {
-        return ("deny".into(), "userinfo in a URL is refused".into(), subject);
+        return (
+            "deny".into(),
+            "userinfo in a URL is refused".into(),
+            subject,
+        );
     }
     let host = match normalize_host(&u.host) {
         Ok(h) => h,
@@ -101,7 +162,14 @@ pub fn egress_outcome(policy: &warden_wire::egress::EgressPolicy, url: &str, met
     };
     match policy.decide(&req) {
         Verdict::Allow { rule } => ("allow".into(), rule_why(policy, rule), subject),
-        Verdict::Ask { rule, order } => ("ask".into(), format!("{}; standing order `{order}` needs a human first", rule_why(policy, rule)), subject),
+        Verdict::Ask { rule, order } => (
+            "ask".into(),
+            format!(
+                "{}; standing order `{order}` needs a human first",
+                rule_why(policy, rule)
+            ),
+            subject,
+        ),
         Verdict::Deny { reason } => ("deny".into(), reason.describe(), subject),
     }
 }

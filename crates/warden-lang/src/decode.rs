@@ -10,12 +10,41 @@ use miette::SourceSpan;
 use std::collections::{BTreeMap, HashMap};
 use warden_wire::egress::{Cidr, HttpRule, MethodSet, check_host_pattern, normalize_host};
 
-const TOP: &[&str] = &["layout", "defaults", "image", "provider", "sandbox", "tenant", "standing-orders"];
-const SANDBOX: &[&str] = &[
-    "image", "command", "env", "user", "workdir", "hostname", "filesystem", "limits", "init",
-    "restart", "capabilities", "seccomp", "egress", "inference",
+const TOP: &[&str] = &[
+    "layout",
+    "defaults",
+    "image",
+    "provider",
+    "sandbox",
+    "tenant",
+    "standing-orders",
 ];
-const IMAGE: &[&str] = &["from-host", "with-libs", "copy", "oci-layout", "nix", "nix-closure", "env", "workdir"];
+const SANDBOX: &[&str] = &[
+    "image",
+    "command",
+    "env",
+    "user",
+    "workdir",
+    "hostname",
+    "filesystem",
+    "limits",
+    "init",
+    "restart",
+    "capabilities",
+    "seccomp",
+    "egress",
+    "inference",
+];
+const IMAGE: &[&str] = &[
+    "from-host",
+    "with-libs",
+    "copy",
+    "oci-layout",
+    "nix",
+    "nix-closure",
+    "env",
+    "workdir",
+];
 const FILESYSTEM: &[&str] = &["read-write", "bind", "volume", "tmpfs-size", "landlock"];
 const EGRESS: &[&str] = &["allow", "deny", "http", "idle-timeout", "test"];
 const INFERENCE: &[&str] = &["route", "privacy", "test"];
@@ -25,10 +54,26 @@ const ROLES: &[&str] = &["admin", "operator", "viewer"];
 
 /// Capabilities a file may keep, with `CAP_` prefix.
 const CAPABILITIES: &[&str] = &[
-    "CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID",
-    "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_ADMIN",
-    "CAP_NET_ADMIN", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_IPC_LOCK",
+    "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_MKNOD",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_ADMIN",
+    "CAP_NET_ADMIN",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_IPC_LOCK",
 ];
 
 /// Top-level items after merging layouts and the main file.
@@ -43,7 +88,11 @@ struct Merged<'a> {
     order_tests: Vec<N<'a>>,
 }
 
-pub(crate) fn decode(files: &[(FileCx, KdlDocument, String)], layouts: Vec<String>, cx: &mut Cx) -> Model {
+pub(crate) fn decode(
+    files: &[(FileCx, KdlDocument, String)],
+    layouts: Vec<String>,
+    cx: &mut Cx,
+) -> Model {
     let merged = merge(files, cx);
     let mut model = Model {
         layouts,
@@ -62,7 +111,15 @@ pub(crate) fn decode(files: &[(FileCx, KdlDocument, String)], layouts: Vec<Strin
     for n in &merged.orders {
         if let Some(o) = order(cx, n) {
             if let Some(prev) = model.orders.iter().find(|p| p.name == o.name) {
-                cx.push(n.diag("warden::syntax::duplicate", n.name_span(), format!("order `{}` is declared twice", o.name), "declared again here").help(format!("the first declaration is at {}", prev.loc)));
+                cx.push(
+                    n.diag(
+                        "warden::syntax::duplicate",
+                        n.name_span(),
+                        format!("order `{}` is declared twice", o.name),
+                        "declared again here",
+                    )
+                    .help(format!("the first declaration is at {}", prev.loc)),
+                );
                 continue;
             }
             model.orders.push(o);
@@ -78,7 +135,11 @@ pub(crate) fn decode(files: &[(FileCx, KdlDocument, String)], layouts: Vec<Strin
             model.tenants.push(t);
         }
     }
-    let sandbox_names: Vec<String> = merged.sandboxes.iter().filter_map(|(n, _)| first_str(n)).collect();
+    let sandbox_names: Vec<String> = merged
+        .sandboxes
+        .iter()
+        .filter_map(|(n, _)| first_str(n))
+        .collect();
     let tenant_of = crate::validate::tenants(cx, &model.tenants, &merged.tenants, &sandbox_names);
     let names = Names {
         images: model.images.iter().map(|i| i.name.clone()).collect(),
@@ -106,7 +167,12 @@ pub(crate) struct Names {
 
 fn unknown_ref(cx: &mut Cx, n: &N<'_>, span: SourceSpan, kind: &str, name: &str, known: &[String]) {
     let known: Vec<&str> = known.iter().map(String::as_str).collect();
-    let mut d = n.diag("warden::reference", span, format!("no {kind} named `{name}`"), format!("undeclared {kind}"));
+    let mut d = n.diag(
+        "warden::reference",
+        span,
+        format!("no {kind} named `{name}`"),
+        format!("undeclared {kind}"),
+    );
     d = match crate::diag::did_you_mean(name, &known) {
         Some(m) => d.help(format!("did you mean `{m}`?")),
         None if known.is_empty() => d.help(format!("declare it with `{kind} \"{name}\" ...`")),
@@ -116,7 +182,10 @@ fn unknown_ref(cx: &mut Cx, n: &N<'_>, span: SourceSpan, kind: &str, name: &str,
 }
 
 pub(crate) fn first_str(n: &N<'_>) -> Option<String> {
-    n.args().first().and_then(|e| e.value().as_string()).map(str::to_string)
+    n.args()
+        .first()
+        .and_then(|e| e.value().as_string())
+        .map(str::to_string)
 }
 
 fn merge<'a>(files: &'a [(FileCx, KdlDocument, String)], cx: &mut Cx) -> Merged<'a> {
@@ -148,7 +217,9 @@ fn merge<'a>(files: &'a [(FileCx, KdlDocument, String)], cx: &mut Cx) -> Merged<
                                 format!("{kind} `{name}` is declared twice"),
                                 "declared again here",
                             )
-                            .help(format!("the first declaration is on line {line}; names must be unique")),
+                            .help(format!(
+                                "the first declaration is on line {line}; names must be unique"
+                            )),
                         );
                         continue;
                     }
@@ -167,7 +238,10 @@ fn merge<'a>(files: &'a [(FileCx, KdlDocument, String)], cx: &mut Cx) -> Merged<
                             n.unknown_child(cx, &c, SANDBOX);
                             continue;
                         }
-                        defaults_here.entry(c.name().to_string()).or_default().push((c, base.clone()));
+                        defaults_here
+                            .entry(c.name().to_string())
+                            .or_default()
+                            .push((c, base.clone()));
                     }
                 }
                 "standing-orders" => {
@@ -177,7 +251,10 @@ fn merge<'a>(files: &'a [(FileCx, KdlDocument, String)], cx: &mut Cx) -> Merged<
                         match c.name() {
                             "order" => {
                                 if let Some(name) = first_str(&c) {
-                                    m.orders.retain(|o| first_str(o).as_deref() != Some(&name) || std::ptr::eq(o.file, c.file));
+                                    m.orders.retain(|o| {
+                                        first_str(o).as_deref() != Some(&name)
+                                            || std::ptr::eq(o.file, c.file)
+                                    });
                                 }
                                 m.orders.push(c);
                             }
@@ -231,7 +308,9 @@ fn remove_named(m: &mut Merged<'_>, kind: &str, name: &str) {
 fn check_name(cx: &mut Cx, n: &N<'_>, name: &str, span: SourceSpan) -> bool {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && name.as_bytes()[0].is_ascii_alphanumeric();
     if !ok {
         cx.push(
@@ -261,16 +340,29 @@ fn image(cx: &mut Cx, n: &N<'_>, base: &str) -> Option<Image> {
             "from-host" => {
                 c.check_props(cx, &[]);
                 c.no_children(cx);
-                c.check_args(cx, 1, usize::MAX, "one or more absolute paths of host binaries");
+                c.check_args(
+                    cx,
+                    1,
+                    usize::MAX,
+                    "one or more absolute paths of host binaries",
+                );
                 let paths = abs_paths(cx, &c, "a host binary");
                 if !paths.is_empty() {
-                    img.sources.push(ImageSource::FromHost { paths, with_libs: Vec::new() });
+                    img.sources.push(ImageSource::FromHost {
+                        paths,
+                        with_libs: Vec::new(),
+                    });
                 }
             }
             "with-libs" => {
                 c.check_props(cx, &[]);
                 c.no_children(cx);
-                c.check_args(cx, 1, usize::MAX, "one or more absolute paths of libraries or directories");
+                c.check_args(
+                    cx,
+                    1,
+                    usize::MAX,
+                    "one or more absolute paths of libraries or directories",
+                );
                 with_libs.extend(abs_paths(cx, &c, "a library"));
                 with_libs_node = Some(c);
             }
@@ -279,19 +371,41 @@ fn image(cx: &mut Cx, n: &N<'_>, base: &str) -> Option<Image> {
                 c.no_children(cx);
                 let src = name_arg(cx, &c, "a source path");
                 if let Some((s, sp)) = &src
-                    && let Err(e) = check_host_path(s) {
-                        cx.push(c.diag("warden::image::path", *sp, e, "invalid path"));
-                    }
-                let to = req_str(cx, &c, "to", "where the files go in the image, e.g. to=\"/opt/tools\"");
+                    && let Err(e) = check_host_path(s)
+                {
+                    cx.push(c.diag("warden::image::path", *sp, e, "invalid path"));
+                }
+                let to = req_str(
+                    cx,
+                    &c,
+                    "to",
+                    "where the files go in the image, e.g. to=\"/opt/tools\"",
+                );
                 if let Some((t, sp)) = &to
-                    && let Err(e) = check_abs_path(t) {
-                        cx.push(c.diag("warden::image::path", *sp, e, "invalid path"));
-                    }
-                let uid = c.prop("uid").and_then(|e| want_int(cx, &c, e, "`uid`", 0, u32::MAX as i128)).unwrap_or(0) as u32;
-                let gid = c.prop("gid").and_then(|e| want_int(cx, &c, e, "`gid`", 0, u32::MAX as i128)).unwrap_or(0) as u32;
-                let mode = c.prop("mode").and_then(|e| want_int(cx, &c, e, "`mode`", 0, 0o7777)).map(|m| m as u32);
+                    && let Err(e) = check_abs_path(t)
+                {
+                    cx.push(c.diag("warden::image::path", *sp, e, "invalid path"));
+                }
+                let uid = c
+                    .prop("uid")
+                    .and_then(|e| want_int(cx, &c, e, "`uid`", 0, u32::MAX as i128))
+                    .unwrap_or(0) as u32;
+                let gid = c
+                    .prop("gid")
+                    .and_then(|e| want_int(cx, &c, e, "`gid`", 0, u32::MAX as i128))
+                    .unwrap_or(0) as u32;
+                let mode = c
+                    .prop("mode")
+                    .and_then(|e| want_int(cx, &c, e, "`mode`", 0, 0o7777))
+                    .map(|m| m as u32);
                 if let (Some((src, _)), Some((to, _))) = (src, to) {
-                    img.sources.push(ImageSource::Copy { src, to, uid, gid, mode });
+                    img.sources.push(ImageSource::Copy {
+                        src,
+                        to,
+                        uid,
+                        gid,
+                        mode,
+                    });
                 }
             }
             "oci-layout" => {
@@ -299,10 +413,13 @@ fn image(cx: &mut Cx, n: &N<'_>, base: &str) -> Option<Image> {
                 c.no_children(cx);
                 let dir = name_arg(cx, &c, "the directory of an OCI image layout");
                 if let Some((d, sp)) = &dir
-                    && let Err(e) = check_host_path(d) {
-                        cx.push(c.diag("warden::image::path", *sp, e, "invalid path"));
-                    }
-                let tag = str_prop(cx, &c, "tag").map(|t| t.0).unwrap_or_else(|| "latest".into());
+                    && let Err(e) = check_host_path(d)
+                {
+                    cx.push(c.diag("warden::image::path", *sp, e, "invalid path"));
+                }
+                let tag = str_prop(cx, &c, "tag")
+                    .map(|t| t.0)
+                    .unwrap_or_else(|| "latest".into());
                 if !img.sources.is_empty() {
                     cx.push(
                         c.diag("warden::image::base", c.name_span(), "`oci-layout` must come first", "a base image after other sources")
@@ -320,7 +437,15 @@ fn image(cx: &mut Cx, n: &N<'_>, base: &str) -> Option<Image> {
                 let paths = abs_paths(cx, &c, "a store path");
                 for (p, e) in paths.iter().zip(c.args()) {
                     if !p.starts_with("/nix/store/") {
-                        cx.push(c.diag("warden::image::nix", e.span(), format!("`{p}` is not in the Nix store"), "not under /nix/store").help("give a store path such as /nix/store/<hash>-nodejs-22"));
+                        cx.push(
+                            c.diag(
+                                "warden::image::nix",
+                                e.span(),
+                                format!("`{p}` is not in the Nix store"),
+                                "not under /nix/store",
+                            )
+                            .help("give a store path such as /nix/store/<hash>-nodejs-22"),
+                        );
                     }
                 }
                 img.sources.push(ImageSource::Nix { paths });
@@ -328,7 +453,9 @@ fn image(cx: &mut Cx, n: &N<'_>, base: &str) -> Option<Image> {
             "nix-closure" => {
                 c.check_props(cx, &[]);
                 c.no_children(cx);
-                if let Some((f, sp)) = name_arg(cx, &c, "the path of a closure file (exportReferencesGraph)") {
+                if let Some((f, sp)) =
+                    name_arg(cx, &c, "the path of a closure file (exportReferencesGraph)")
+                {
                     if let Err(e) = check_host_path(&f) {
                         cx.push(c.diag("warden::image::path", sp, e, "invalid path"));
                     }
@@ -354,19 +481,39 @@ fn image(cx: &mut Cx, n: &N<'_>, base: &str) -> Option<Image> {
         }
     }
     if !with_libs.is_empty() {
-        match img.sources.iter_mut().rev().find(|s| matches!(s, ImageSource::FromHost { .. })) {
+        match img
+            .sources
+            .iter_mut()
+            .rev()
+            .find(|s| matches!(s, ImageSource::FromHost { .. }))
+        {
             Some(ImageSource::FromHost { with_libs: w, .. }) => w.extend(with_libs),
             _ => {
                 if let Some(c) = with_libs_node {
-                    cx.push(c.diag("warden::image::with-libs", c.name_span(), "`with-libs` without `from-host`", "nothing to add these libraries to").help("`with-libs` adds libraries that `from-host` binaries load at run time"));
+                    cx.push(
+                        c.diag(
+                            "warden::image::with-libs",
+                            c.name_span(),
+                            "`with-libs` without `from-host`",
+                            "nothing to add these libraries to",
+                        )
+                        .help(
+                            "`with-libs` adds libraries that `from-host` binaries load at run time",
+                        ),
+                    );
                 }
             }
         }
     }
     if img.sources.is_empty() {
         cx.push(
-            n.diag("warden::image::empty", n.name_span(), format!("image `{}` has no contents", img.name), "empty image")
-                .help("add `from-host \"/bin/sh\"`, `copy`, `oci-layout` or `nix`"),
+            n.diag(
+                "warden::image::empty",
+                n.name_span(),
+                format!("image `{}` has no contents", img.name),
+                "empty image",
+            )
+            .help("add `from-host \"/bin/sh\"`, `copy`, `oci-layout` or `nix`"),
         );
     }
     Some(img)
@@ -377,7 +524,12 @@ fn abs_paths(cx: &mut Cx, n: &N<'_>, what: &str) -> Vec<String> {
     for (p, sp) in str_args(cx, n, what) {
         match check_abs_path(&p) {
             Ok(()) => out.push(p),
-            Err(e) => cx.push(n.diag("warden::path::absolute", sp, e, "must be absolute and normalized")),
+            Err(e) => cx.push(n.diag(
+                "warden::path::absolute",
+                sp,
+                e,
+                "must be absolute and normalized",
+            )),
         }
     }
     out
@@ -396,11 +548,21 @@ fn env(cx: &mut Cx, n: &N<'_>) -> Option<(String, String)> {
         && !k.as_bytes()[0].is_ascii_digit()
         && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !valid {
-        cx.push(n.diag("warden::env::name", args[0].span(), format!("invalid environment variable name `{k}`"), "letters, digits and `_`, not starting with a digit"));
+        cx.push(n.diag(
+            "warden::env::name",
+            args[0].span(),
+            format!("invalid environment variable name `{k}`"),
+            "letters, digits and `_`, not starting with a digit",
+        ));
         return None;
     }
     if k.starts_with("WARDEN_INIT") {
-        cx.push(n.diag("warden::env::reserved", args[0].span(), format!("`{k}` is reserved for warden-init"), "reserved name"));
+        cx.push(n.diag(
+            "warden::env::reserved",
+            args[0].span(),
+            format!("`{k}` is reserved for warden-init"),
+            "reserved name",
+        ));
         return None;
     }
     Some((k, v))
@@ -411,20 +573,43 @@ fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
     n.no_children(cx);
     let (name, span) = name_arg(cx, n, "a provider name")?;
     check_name(cx, n, &name, span);
-    let api = req_str(cx, n, "api", "the provider's API: api=\"anthropic\" or api=\"openai\"");
+    let api = req_str(
+        cx,
+        n,
+        "api",
+        "the provider's API: api=\"anthropic\" or api=\"openai\"",
+    );
     let api = api.and_then(|(a, sp)| match a.as_str() {
         "anthropic" => Some(Api::Anthropic),
         "openai" => Some(Api::Openai),
         _ => {
-            cx.push(n.diag("warden::provider::api", sp, format!("unknown API `{a}`"), "not a known API").help("`anthropic` or `openai` (any OpenAI-compatible server)"));
+            cx.push(
+                n.diag(
+                    "warden::provider::api",
+                    sp,
+                    format!("unknown API `{a}`"),
+                    "not a known API",
+                )
+                .help("`anthropic` or `openai` (any OpenAI-compatible server)"),
+            );
             None
         }
     });
-    let endpoint = req_str(cx, n, "endpoint", "the base URL, e.g. endpoint=\"https://api.anthropic.com\"");
+    let endpoint = req_str(
+        cx,
+        n,
+        "endpoint",
+        "the base URL, e.g. endpoint=\"https://api.anthropic.com\"",
+    );
     let endpoint = endpoint.and_then(|(e, sp)| match parse_url(&e) {
         Ok(u) if u.scheme == "http" || u.scheme == "https" => Some(e),
         Ok(_) => {
-            cx.push(n.diag("warden::provider::endpoint", sp, "an endpoint is an http or https URL", "wrong scheme"));
+            cx.push(n.diag(
+                "warden::provider::endpoint",
+                sp,
+                "an endpoint is an http or https URL",
+                "wrong scheme",
+            ));
             None
         }
         Err(m) => {
@@ -433,7 +618,13 @@ fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
         }
     });
     let key_env = str_prop(cx, n, "key-env").map(|k| k.0);
-    Some(Provider { name, loc: n.loc(), api: api?, endpoint: endpoint?, key_env })
+    Some(Provider {
+        name,
+        loc: n.loc(),
+        api: api?,
+        endpoint: endpoint?,
+        key_env,
+    })
 }
 
 fn order(cx: &mut Cx, n: &N<'_>) -> Option<Order> {
@@ -441,19 +632,38 @@ fn order(cx: &mut Cx, n: &N<'_>) -> Option<Order> {
     n.no_children(cx);
     let (name, span) = name_arg(cx, n, "an order name")?;
     check_name(cx, n, &name, span);
-    let bounds = req_str(cx, n, "bounds", "what the agent may do on its own, e.g. bounds=\"Only packages already in the lockfile.\"");
+    let bounds = req_str(
+        cx,
+        n,
+        "bounds",
+        "what the agent may do on its own, e.g. bounds=\"Only packages already in the lockfile.\"",
+    );
     let override_ = str_prop(cx, n, "override").map(|o| o.0);
     let autonomy = match str_prop(cx, n, "autonomy") {
         None => Autonomy::Auto,
         Some((a, sp)) => match Autonomy::parse(&a) {
             Some(a) => a,
             None => {
-                cx.push(n.diag("warden::orders::autonomy", sp, format!("unknown autonomy `{a}`"), "not an autonomy").help("`auto` (on its own), `ask` (a human first) or `never`"));
+                cx.push(
+                    n.diag(
+                        "warden::orders::autonomy",
+                        sp,
+                        format!("unknown autonomy `{a}`"),
+                        "not an autonomy",
+                    )
+                    .help("`auto` (on its own), `ask` (a human first) or `never`"),
+                );
                 Autonomy::Ask
             }
         },
     };
-    Some(Order { name, loc: n.loc(), bounds: bounds?.0, override_, autonomy })
+    Some(Order {
+        name,
+        loc: n.loc(),
+        bounds: bounds?.0,
+        override_,
+        autonomy,
+    })
 }
 
 fn order_test(cx: &mut Cx, n: &N<'_>) -> Option<OrderTest> {
@@ -462,13 +672,28 @@ fn order_test(cx: &mut Cx, n: &N<'_>) -> Option<OrderTest> {
     let (order, _) = name_arg(cx, n, "the order (action) to test")?;
     let expect = req_str(cx, n, "expect", "expect=\"auto\", \"ask\" or \"never\"")?;
     let Some(e) = Autonomy::parse(&expect.0) else {
-        cx.push(n.diag("warden::test::expect", expect.1, format!("unknown expectation `{}`", expect.0), "not an autonomy").help("`auto`, `ask` or `never`"));
+        cx.push(
+            n.diag(
+                "warden::test::expect",
+                expect.1,
+                format!("unknown expectation `{}`", expect.0),
+                "not an autonomy",
+            )
+            .help("`auto`, `ask` or `never`"),
+        );
         return None;
     };
-    Some(OrderTest { order, expect: e, loc: n.loc() })
+    Some(OrderTest {
+        order,
+        expect: e,
+        loc: n.loc(),
+    })
 }
 
-fn children_with_defaults<'a>(n: &N<'a>, defaults: &BTreeMap<String, Vec<(N<'a>, String)>>) -> Vec<(N<'a>, String, bool)> {
+fn children_with_defaults<'a>(
+    n: &N<'a>,
+    defaults: &BTreeMap<String, Vec<(N<'a>, String)>>,
+) -> Vec<(N<'a>, String, bool)> {
     let own = n.children();
     let mut out: Vec<(N<'a>, String, bool)> = Vec::new();
     for (k, group) in defaults {
@@ -479,7 +704,13 @@ fn children_with_defaults<'a>(n: &N<'a>, defaults: &BTreeMap<String, Vec<(N<'a>,
     out
 }
 
-fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(N<'_>, String)>>, names: &Names) -> Option<Sandbox> {
+fn sandbox(
+    cx: &mut Cx,
+    n: &N<'_>,
+    base: &str,
+    defaults: &BTreeMap<String, Vec<(N<'_>, String)>>,
+    names: &Names,
+) -> Option<Sandbox> {
     n.check_props(cx, &[]);
     let (name, span) = name_arg(cx, n, "a sandbox name")?;
     check_name(cx, n, &name, span);
@@ -493,8 +724,16 @@ fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(
         user: defaults::USER,
         group: defaults::GROUP,
         workdir: defaults::WORKDIR.into(),
-        filesystem: Filesystem { tmpfs_size: defaults::TMPFS_SIZE, ..Filesystem::default() },
-        limits: Limits { memory: defaults::MEMORY, pids: defaults::PIDS, cpu_millis: defaults::CPU_MILLIS, open_files: defaults::OPEN_FILES },
+        filesystem: Filesystem {
+            tmpfs_size: defaults::TMPFS_SIZE,
+            ..Filesystem::default()
+        },
+        limits: Limits {
+            memory: defaults::MEMORY,
+            pids: defaults::PIDS,
+            cpu_millis: defaults::CPU_MILLIS,
+            open_files: defaults::OPEN_FILES,
+        },
         grace_ms: defaults::GRACE_MS,
         restart: Restart::Never,
         capabilities: Vec::new(),
@@ -506,15 +745,30 @@ fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(
     s.tenant = names.tenant_of.get(&s.name).cloned();
     let mut seen: HashMap<&str, SourceSpan> = HashMap::new();
     let mut all: Vec<(N<'_>, String, bool)> = children_with_defaults(n, defaults);
-    all.extend(n.children().into_iter().map(|c| (c, base.to_string(), false)));
+    all.extend(
+        n.children()
+            .into_iter()
+            .map(|c| (c, base.to_string(), false)),
+    );
     for (c, cbase, _from_defaults) in all {
         let kind = c.name();
-        if SANDBOX.contains(&kind) && kind != "env"
+        if SANDBOX.contains(&kind)
+            && kind != "env"
             && let Some(prev) = seen.insert(kind, c.name_span())
-                && std::ptr::eq(c.file, n.file) && prev != c.name_span() {
-                    cx.push(c.diag("warden::syntax::duplicate", c.name_span(), format!("`{kind}` given twice in sandbox `{}`", s.name), "again here").help("merge them into one node"));
-                    continue;
-                }
+            && std::ptr::eq(c.file, n.file)
+            && prev != c.name_span()
+        {
+            cx.push(
+                c.diag(
+                    "warden::syntax::duplicate",
+                    c.name_span(),
+                    format!("`{kind}` given twice in sandbox `{}`", s.name),
+                    "again here",
+                )
+                .help("merge them into one node"),
+            );
+            continue;
+        }
         match kind {
             "image" => {
                 c.check_props(cx, &[]);
@@ -530,11 +784,23 @@ fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(
                 c.check_props(cx, &[]);
                 c.no_children(cx);
                 if c.check_args(cx, 1, usize::MAX, "the program and its arguments") {
-                    s.command = str_args(cx, &c, "a command argument").into_iter().map(|a| a.0).collect();
+                    s.command = str_args(cx, &c, "a command argument")
+                        .into_iter()
+                        .map(|a| a.0)
+                        .collect();
                     if let Some(first) = s.command.first()
-                        && !first.starts_with('/') {
-                            cx.push(c.diag("warden::sandbox::command", c.args()[0].span(), format!("`{first}` is not an absolute path"), "no PATH lookup happens before exec").help("write the full path, e.g. `/usr/bin/python3`"));
-                        }
+                        && !first.starts_with('/')
+                    {
+                        cx.push(
+                            c.diag(
+                                "warden::sandbox::command",
+                                c.args()[0].span(),
+                                format!("`{first}` is not an absolute path"),
+                                "no PATH lookup happens before exec",
+                            )
+                            .help("write the full path, e.g. `/usr/bin/python3`"),
+                        );
+                    }
                 }
             }
             "env" => {
@@ -547,11 +813,15 @@ fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(
                 c.check_props(cx, &["group"]);
                 c.no_children(cx);
                 if c.check_args(cx, 1, 1, "a numeric user id")
-                    && let Some(u) = want_int(cx, &c, c.args()[0], "the user id", 0, 65_535) {
-                        s.user = u as u32;
-                        s.group = u as u32;
-                    }
-                if let Some(g) = c.prop("group").and_then(|e| want_int(cx, &c, e, "`group`", 0, 65_535)) {
+                    && let Some(u) = want_int(cx, &c, c.args()[0], "the user id", 0, 65_535)
+                {
+                    s.user = u as u32;
+                    s.group = u as u32;
+                }
+                if let Some(g) = c
+                    .prop("group")
+                    .and_then(|e| want_int(cx, &c, e, "`group`", 0, 65_535))
+                {
                     s.group = g as u32;
                 }
             }
@@ -561,7 +831,12 @@ fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(
                 if let Some((w, sp)) = name_arg(cx, &c, "an absolute path") {
                     match check_abs_path(&w) {
                         Ok(()) => s.workdir = w,
-                        Err(e) => cx.push(c.diag("warden::path::absolute", sp, e, "must be absolute and normalized")),
+                        Err(e) => cx.push(c.diag(
+                            "warden::path::absolute",
+                            sp,
+                            e,
+                            "must be absolute and normalized",
+                        )),
                     }
                 }
             }
@@ -569,16 +844,27 @@ fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(
                 c.check_props(cx, &[]);
                 c.no_children(cx);
                 if let Some((h, sp)) = name_arg(cx, &c, "a host name") {
-                    let ok = !h.is_empty() && h.len() <= 63 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !h.starts_with('-');
+                    let ok = !h.is_empty()
+                        && h.len() <= 63
+                        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !h.starts_with('-');
                     if ok {
                         s.hostname = h;
                     } else {
-                        cx.push(c.diag("warden::sandbox::hostname", sp, format!("invalid host name `{h}`"), "letters, digits and `-`, at most 63"));
+                        cx.push(c.diag(
+                            "warden::sandbox::hostname",
+                            sp,
+                            format!("invalid host name `{h}`"),
+                            "letters, digits and `-`, at most 63",
+                        ));
                     }
                 }
             }
             "filesystem" => {
-                let tenant = s.tenant.as_ref().and_then(|t| names.tenants.iter().find(|x| &x.name == t));
+                let tenant = s
+                    .tenant
+                    .as_ref()
+                    .and_then(|t| names.tenants.iter().find(|x| &x.name == t));
                 filesystem(cx, &c, &cbase, &mut s.filesystem, tenant);
             }
             "limits" => limits(cx, &c, &mut s.limits),
@@ -589,8 +875,16 @@ fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(
                 if let Some((g, sp)) = str_prop(cx, &c, "grace") {
                     match parse_duration(&g) {
                         Ok(ms) if ms <= 3_600_000 => s.grace_ms = ms,
-                        Ok(_) => cx.push(c.diag("warden::init::grace", sp, "grace period longer than an hour", "too long")),
-                        Err(e) => cx.push(c.diag("warden::init::grace", sp, e, "not a duration").help("write e.g. grace=\"10s\" or grace=\"500ms\"")),
+                        Ok(_) => cx.push(c.diag(
+                            "warden::init::grace",
+                            sp,
+                            "grace period longer than an hour",
+                            "too long",
+                        )),
+                        Err(e) => cx.push(
+                            c.diag("warden::init::grace", sp, e, "not a duration")
+                                .help("write e.g. grace=\"10s\" or grace=\"500ms\""),
+                        ),
                     }
                 }
             }
@@ -604,13 +898,22 @@ fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(
                 c.no_children(cx);
                 for (cap, sp) in str_args(cx, &c, "a capability") {
                     let up = cap.to_ascii_uppercase();
-                    let up = if up.starts_with("CAP_") { up } else { format!("CAP_{up}") };
+                    let up = if up.starts_with("CAP_") {
+                        up
+                    } else {
+                        format!("CAP_{up}")
+                    };
                     if CAPABILITIES.contains(&up.as_str()) {
                         if !s.capabilities.contains(&up) {
                             s.capabilities.push(up);
                         }
                     } else {
-                        let mut d = c.diag("warden::sandbox::capability", sp, format!("unknown capability `{cap}`"), "not a capability");
+                        let mut d = c.diag(
+                            "warden::sandbox::capability",
+                            sp,
+                            format!("unknown capability `{cap}`"),
+                            "not a capability",
+                        );
                         if let Some(m) = crate::diag::did_you_mean(&up, CAPABILITIES) {
                             d = d.help(format!("did you mean `{m}`?"));
                         }
@@ -629,7 +932,13 @@ fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(
                     a.check_props(cx, &["reason"]);
                     a.no_children(cx);
                     let reason = str_prop(cx, &a, "reason");
-                    require(cx, &a, "reason", reason, "say why the sandbox needs this syscall, e.g. reason=\"debugger\"");
+                    require(
+                        cx,
+                        &a,
+                        "reason",
+                        reason,
+                        "say why the sandbox needs this syscall, e.g. reason=\"debugger\"",
+                    );
                     for (sc, sp) in str_args(cx, &a, "a syscall name") {
                         if warden_wire::seccomp::why(&sc).is_none() {
                             cx.push(a.diag("warden::seccomp::syscall", sp, format!("`{sc}` is not on the deny list"), "nothing to allow").help("only syscalls denied by default can be allowed; `warden explain` lists them"));
@@ -645,12 +954,28 @@ fn sandbox(cx: &mut Cx, n: &N<'_>, base: &str, defaults: &BTreeMap<String, Vec<(
         }
     }
     if s.image.is_empty() {
-        cx.push(n.diag("warden::sandbox::image", n.name_span(), format!("sandbox `{}` has no image", s.name), "`image` missing").help("add `image \"<name>\"` naming an `image` declared in the file"));
+        cx.push(
+            n.diag(
+                "warden::sandbox::image",
+                n.name_span(),
+                format!("sandbox `{}` has no image", s.name),
+                "`image` missing",
+            )
+            .help("add `image \"<name>\"` naming an `image` declared in the file"),
+        );
     }
     if s.command.is_empty() {
-        cx.push(n.diag("warden::sandbox::command", n.name_span(), format!("sandbox `{}` has no command", s.name), "`command` missing").help("add `command \"/bin/sh\" \"-c\" \"...\"`"));
+        cx.push(
+            n.diag(
+                "warden::sandbox::command",
+                n.name_span(),
+                format!("sandbox `{}` has no command", s.name),
+                "`command` missing",
+            )
+            .help("add `command \"/bin/sh\" \"-c\" \"...\"`"),
+        );
     }
-        Some(s)
+    Some(s)
 }
 
 fn filesystem(cx: &mut Cx, n: &N<'_>, base: &str, fs: &mut Filesystem, tenant: Option<&Tenant>) {
@@ -664,9 +989,24 @@ fn filesystem(cx: &mut Cx, n: &N<'_>, base: &str, fs: &mut Filesystem, tenant: O
                 c.check_args(cx, 1, usize::MAX, "one or more absolute paths");
                 for (p, sp) in str_args(cx, &c, "a path") {
                     if let Err(e) = check_abs_path(&p) {
-                        cx.push(c.diag("warden::path::absolute", sp, e, "must be absolute and normalized"));
+                        cx.push(c.diag(
+                            "warden::path::absolute",
+                            sp,
+                            e,
+                            "must be absolute and normalized",
+                        ));
                     } else if let Some(why) = forbidden_writable(&p) {
-                        cx.push(c.diag("warden::filesystem::system", sp, format!("`{p}` cannot be writable"), why).help("make a directory of your own writable, e.g. `/sandbox` or `/tmp`"));
+                        cx.push(
+                            c.diag(
+                                "warden::filesystem::system",
+                                sp,
+                                format!("`{p}` cannot be writable"),
+                                why,
+                            )
+                            .help(
+                                "make a directory of your own writable, e.g. `/sandbox` or `/tmp`",
+                            ),
+                        );
                     } else if !fs.read_write.contains(&p) {
                         fs.read_write.push(p);
                     }
@@ -677,43 +1017,89 @@ fn filesystem(cx: &mut Cx, n: &N<'_>, base: &str, fs: &mut Filesystem, tenant: O
                 c.no_children(cx);
                 let src = name_arg(cx, &c, "a host path");
                 if let Some((s, sp)) = &src
-                    && let Err(e) = check_host_path(s) {
-                        cx.push(c.diag("warden::path::host", *sp, e, "invalid path"));
-                    }
-                let at = req_str(cx, &c, "at", "where it appears in the sandbox, e.g. at=\"/sandbox/workspace\"");
-                let writable = c.prop("writable").and_then(|e| want_bool(cx, &c, e, "`writable`")).unwrap_or(false);
+                    && let Err(e) = check_host_path(s)
+                {
+                    cx.push(c.diag("warden::path::host", *sp, e, "invalid path"));
+                }
+                let at = req_str(
+                    cx,
+                    &c,
+                    "at",
+                    "where it appears in the sandbox, e.g. at=\"/sandbox/workspace\"",
+                );
+                let writable = c
+                    .prop("writable")
+                    .and_then(|e| want_bool(cx, &c, e, "`writable`"))
+                    .unwrap_or(false);
                 if let Some((a, sp)) = &at {
                     if let Err(e) = check_abs_path(a) {
-                        cx.push(c.diag("warden::path::absolute", *sp, e, "must be absolute and normalized"));
+                        cx.push(c.diag(
+                            "warden::path::absolute",
+                            *sp,
+                            e,
+                            "must be absolute and normalized",
+                        ));
                         continue;
                     }
                     if forbidden_mount_point(a) {
-                        cx.push(c.diag("warden::filesystem::mount-point", *sp, format!("cannot mount over `{a}`"), "reserved path"));
+                        cx.push(c.diag(
+                            "warden::filesystem::mount-point",
+                            *sp,
+                            format!("cannot mount over `{a}`"),
+                            "reserved path",
+                        ));
                         continue;
                     }
-                    if writable
-                        && let Some(why) = forbidden_writable(a) {
-                            cx.push(c.diag("warden::filesystem::system", *sp, format!("`{a}` cannot be writable"), why));
-                            continue;
-                        }
+                    if writable && let Some(why) = forbidden_writable(a) {
+                        cx.push(c.diag(
+                            "warden::filesystem::system",
+                            *sp,
+                            format!("`{a}` cannot be writable"),
+                            why,
+                        ));
+                        continue;
+                    }
                 }
                 if let (Some((source, _)), Some((at, _))) = (src, at) {
-                    fs.binds.push(Bind { source, at, writable, base: base.to_string() });
+                    fs.binds.push(Bind {
+                        source,
+                        at,
+                        writable,
+                        base: base.to_string(),
+                    });
                 }
             }
             "volume" => {
                 c.check_props(cx, &["at", "writable"]);
                 c.no_children(cx);
                 let vol = name_arg(cx, &c, "a tenant volume name");
-                let at = req_str(cx, &c, "at", "where it appears in the sandbox, e.g. at=\"/data\"");
-                let writable = c.prop("writable").and_then(|e| want_bool(cx, &c, e, "`writable`")).unwrap_or(false);
+                let at = req_str(
+                    cx,
+                    &c,
+                    "at",
+                    "where it appears in the sandbox, e.g. at=\"/data\"",
+                );
+                let writable = c
+                    .prop("writable")
+                    .and_then(|e| want_bool(cx, &c, e, "`writable`"))
+                    .unwrap_or(false);
                 if let Some((a, sp)) = &at {
                     if let Err(e) = check_abs_path(a) {
-                        cx.push(c.diag("warden::path::absolute", *sp, e, "must be absolute and normalized"));
+                        cx.push(c.diag(
+                            "warden::path::absolute",
+                            *sp,
+                            e,
+                            "must be absolute and normalized",
+                        ));
                         continue;
                     }
                     if forbidden_mount_point(a) || (writable && forbidden_writable(a).is_some()) {
-                        cx.push(c.diag("warden::filesystem::mount-point", *sp, format!("cannot mount a volume at `{a}`"), "reserved path"));
+                        cx.push(c.diag(
+                            "warden::filesystem::mount-point",
+                            *sp,
+                            format!("cannot mount a volume at `{a}`"),
+                            "reserved path",
+                        ));
                         continue;
                     }
                 }
@@ -724,7 +1110,8 @@ fn filesystem(cx: &mut Cx, n: &N<'_>, base: &str, fs: &mut Filesystem, tenant: O
                             continue;
                         }
                         Some(t) if !t.volumes.iter().any(|x| &x.name == v) => {
-                            let known: Vec<String> = t.volumes.iter().map(|x| x.name.clone()).collect();
+                            let known: Vec<String> =
+                                t.volumes.iter().map(|x| x.name.clone()).collect();
                             unknown_ref(cx, &c, *sp, "volume", v, &known);
                             continue;
                         }
@@ -732,7 +1119,11 @@ fn filesystem(cx: &mut Cx, n: &N<'_>, base: &str, fs: &mut Filesystem, tenant: O
                     }
                 }
                 if let (Some((volume, _)), Some((at, _))) = (vol, at) {
-                    fs.volumes.push(VolumeMount { volume, at, writable });
+                    fs.volumes.push(VolumeMount {
+                        volume,
+                        at,
+                        writable,
+                    });
                 }
             }
             "tmpfs-size" => {
@@ -741,7 +1132,9 @@ fn filesystem(cx: &mut Cx, n: &N<'_>, base: &str, fs: &mut Filesystem, tenant: O
                 if let Some((sz, sp)) = name_arg(cx, &c, "a size such as \"64MiB\"") {
                     match parse_size(&sz) {
                         Ok(b) => fs.tmpfs_size = b,
-                        Err(e) => cx.push(c.diag("warden::size", sp, e, "not a size").help("write e.g. \"64MiB\" or \"1GiB\" (KiB, MiB, GiB, TiB; KB, MB, GB, TB)")),
+                        Err(e) => cx.push(c.diag("warden::size", sp, e, "not a size").help(
+                            "write e.g. \"64MiB\" or \"1GiB\" (KiB, MiB, GiB, TiB; KB, MB, GB, TB)",
+                        )),
                     }
                 }
             }
@@ -754,7 +1147,15 @@ fn filesystem(cx: &mut Cx, n: &N<'_>, base: &str, fs: &mut Filesystem, tenant: O
                         "best-effort" => LandlockMode::BestEffort,
                         "off" => LandlockMode::Off,
                         _ => {
-                            cx.push(c.diag("warden::filesystem::landlock", sp, format!("unknown Landlock mode `{m}`"), "not a mode").help("`required` (default: fail closed), `best-effort` or `off`"));
+                            cx.push(
+                                c.diag(
+                                    "warden::filesystem::landlock",
+                                    sp,
+                                    format!("unknown Landlock mode `{m}`"),
+                                    "not a mode",
+                                )
+                                .help("`required` (default: fail closed), `best-effort` or `off`"),
+                            );
                             continue;
                         }
                     });
@@ -772,20 +1173,34 @@ fn limits(cx: &mut Cx, n: &N<'_>, l: &mut Limits) {
     if let Some((m, sp)) = str_prop(cx, n, "memory") {
         match parse_size(&m) {
             Ok(b) if b >= 4 << 20 => l.memory = b,
-            Ok(_) => cx.push(n.diag("warden::limits::memory", sp, "memory limit below 4MiB", "too small to start anything")),
-            Err(e) => cx.push(n.diag("warden::size", sp, e, "not a size").help("write e.g. memory=\"2GiB\" (KiB, MiB, GiB, TiB; KB, MB, GB, TB)")),
+            Ok(_) => cx.push(n.diag(
+                "warden::limits::memory",
+                sp,
+                "memory limit below 4MiB",
+                "too small to start anything",
+            )),
+            Err(e) => cx.push(
+                n.diag("warden::size", sp, e, "not a size")
+                    .help("write e.g. memory=\"2GiB\" (KiB, MiB, GiB, TiB; KB, MB, GB, TB)"),
+            ),
         }
     }
     if let Some(e) = n.prop("pids")
-        && let Some(p) = want_int(cx, n, e, "`pids`", 1, 1_000_000) {
-            l.pids = p as u32;
-        }
+        && let Some(p) = want_int(cx, n, e, "`pids`", 1, 1_000_000)
+    {
+        l.pids = p as u32;
+    }
     if let Some(e) = n.prop("cpus") {
         let v = match e.value() {
             kdl::KdlValue::Integer(i) => Some(*i as f64),
             kdl::KdlValue::Float(f) => Some(*f),
             v => {
-                cx.push(n.diag("warden::syntax::type", e.span(), format!("`cpus` must be a number, found {}", kind(v)), "expected a number such as 1.5"));
+                cx.push(n.diag(
+                    "warden::syntax::type",
+                    e.span(),
+                    format!("`cpus` must be a number, found {}", kind(v)),
+                    "expected a number such as 1.5",
+                ));
                 None
             }
         };
@@ -793,14 +1208,20 @@ fn limits(cx: &mut Cx, n: &N<'_>, l: &mut Limits) {
             if (0.01..=1024.0).contains(&v) {
                 l.cpu_millis = (v * 1000.0).round() as u32;
             } else {
-                cx.push(n.diag("warden::limits::cpus", e.span(), format!("`cpus` {v} is out of range"), "between 0.01 and 1024"));
+                cx.push(n.diag(
+                    "warden::limits::cpus",
+                    e.span(),
+                    format!("`cpus` {v} is out of range"),
+                    "between 0.01 and 1024",
+                ));
             }
         }
     }
     if let Some(e) = n.prop("open-files")
-        && let Some(p) = want_int(cx, n, e, "`open-files`", 16, 1_048_576) {
-            l.open_files = p as u32;
-        }
+        && let Some(p) = want_int(cx, n, e, "`open-files`", 16, 1_048_576)
+    {
+        l.open_files = p as u32;
+    }
 }
 
 fn restart(cx: &mut Cx, n: &N<'_>) -> Option<Restart> {
@@ -817,18 +1238,37 @@ fn restart(cx: &mut Cx, n: &N<'_>) -> Option<Restart> {
             }
         },
     };
-    let max = n.prop("max").and_then(|e| want_int(cx, n, e, "`max`", 1, 1000)).map(|m| m as u32);
+    let max = n
+        .prop("max")
+        .and_then(|e| want_int(cx, n, e, "`max`", 1, 1000))
+        .map(|m| m as u32);
     match policy.as_str() {
         "never" => Some(Restart::Never),
-        "on-failure" => Some(Restart::OnFailure { max: max.unwrap_or(3), backoff_ms }),
+        "on-failure" => Some(Restart::OnFailure {
+            max: max.unwrap_or(3),
+            backoff_ms,
+        }),
         "always" => {
             if n.prop("max").is_some() {
-                cx.push(n.diag("warden::restart::max", n.prop("max").map(|e| e.span()).unwrap_or(sp), "`max` applies only to `on-failure`", "not used by `always`"));
+                cx.push(n.diag(
+                    "warden::restart::max",
+                    n.prop("max").map(|e| e.span()).unwrap_or(sp),
+                    "`max` applies only to `on-failure`",
+                    "not used by `always`",
+                ));
             }
             Some(Restart::Always { backoff_ms })
         }
         _ => {
-            cx.push(n.diag("warden::restart::policy", sp, format!("unknown restart policy `{policy}`"), "not a policy").help("`never` (default), `on-failure` or `always`"));
+            cx.push(
+                n.diag(
+                    "warden::restart::policy",
+                    sp,
+                    format!("unknown restart policy `{policy}`"),
+                    "not a policy",
+                )
+                .help("`never` (default), `on-failure` or `always`"),
+            );
             None
         }
     }
@@ -839,7 +1279,10 @@ fn ports(cx: &mut Cx, n: &N<'_>, default: Option<u16>) -> Vec<u16> {
         return default.into_iter().collect();
     };
     let bad = |cx: &mut Cx, what: String| {
-        cx.push(n.diag("warden::egress::port", e.span(), what, "not a port").help("a port is 1 to 65535; several as port=\"80 443\"; any as port=\"*\""));
+        cx.push(
+            n.diag("warden::egress::port", e.span(), what, "not a port")
+                .help("a port is 1 to 65535; several as port=\"80 443\"; any as port=\"*\""),
+        );
     };
     match e.value() {
         kdl::KdlValue::Integer(p) if (1..=65535).contains(p) => vec![*p as u16],
@@ -867,29 +1310,57 @@ fn ports(cx: &mut Cx, n: &N<'_>, default: Option<u16>) -> Vec<u16> {
             out
         }
         v => {
-            bad(cx, format!("`port` must be a number or a list, found {}", kind(v)));
+            bad(
+                cx,
+                format!("`port` must be a number or a list, found {}", kind(v)),
+            );
             Vec::new()
         }
     }
 }
 
 fn egress_target(cx: &mut Cx, n: &N<'_>) -> Option<(Target, SourceSpan)> {
-    let (raw, sp) = name_arg(cx, n, "a host (`api.github.com`, `*.npmjs.org`) or an address (`10.0.0.5`, `10.0.0.0/24`)")?;
+    let (raw, sp) = name_arg(
+        cx,
+        n,
+        "a host (`api.github.com`, `*.npmjs.org`) or an address (`10.0.0.5`, `10.0.0.0/24`)",
+    )?;
     if let Some(c) = Cidr::parse(&raw) {
         return Some((Target::Cidr(c), sp));
     }
-    if raw.contains('/') && !raw.contains("://")
+    if raw.contains('/')
+        && !raw.contains("://")
         && let Some((a, _)) = raw.split_once('/')
-            && a.parse::<std::net::IpAddr>().is_ok() {
-                cx.push(n.diag("warden::egress::cidr", sp, format!("`{raw}` is not a valid address range"), "bad prefix length").help("IPv4 prefixes are 0..32, IPv6 0..128"));
-                return None;
-            }
+        && a.parse::<std::net::IpAddr>().is_ok()
+    {
+        cx.push(
+            n.diag(
+                "warden::egress::cidr",
+                sp,
+                format!("`{raw}` is not a valid address range"),
+                "bad prefix length",
+            )
+            .help("IPv4 prefixes are 0..32, IPv6 0..128"),
+        );
+        return None;
+    }
     if let Ok(warden_wire::egress::Host::Ip(ip)) = normalize_host(&raw) {
-        cx.push(n.diag("warden::egress::host", sp, format!("`{raw}` is an address in an unusual notation"), "write addresses plainly").help(format!("write `{ip}`")));
+        cx.push(
+            n.diag(
+                "warden::egress::host",
+                sp,
+                format!("`{raw}` is an address in an unusual notation"),
+                "write addresses plainly",
+            )
+            .help(format!("write `{ip}`")),
+        );
         return None;
     }
     match check_host_pattern(&raw) {
-        Ok(()) => Some((Target::Host(raw.to_ascii_lowercase().trim_end_matches('.').to_string()), sp)),
+        Ok(()) => Some((
+            Target::Host(raw.to_ascii_lowercase().trim_end_matches('.').to_string()),
+            sp,
+        )),
         Err(e) => {
             cx.push(n.diag("warden::egress::host", sp, format!("invalid host pattern `{raw}`"), e).help("write a host name (`api.github.com`) or a wildcard over a registered domain (`*.npmjs.org`)"));
             None
@@ -900,7 +1371,11 @@ fn egress_target(cx: &mut Cx, n: &N<'_>) -> Option<(Target, SourceSpan)> {
 fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
     n.check_props(cx, &[]);
     n.check_args(cx, 0, 0, "no arguments");
-    let mut eg = Egress { rules: Vec::new(), idle_timeout_secs: defaults::IDLE_TIMEOUT_SECS, tests: Vec::new() };
+    let mut eg = Egress {
+        rules: Vec::new(),
+        idle_timeout_secs: defaults::IDLE_TIMEOUT_SECS,
+        tests: Vec::new(),
+    };
     let mut spans: Vec<SourceSpan> = Vec::new();
     for c in n.children() {
         match c.name() {
@@ -912,7 +1387,9 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                 };
                 c.check_props(cx, props);
                 c.no_children(cx);
-                let Some((target, sp)) = egress_target(cx, &c) else { continue };
+                let Some((target, sp)) = egress_target(cx, &c) else {
+                    continue;
+                };
                 let default_port = match kind {
                     "allow" => Some(defaults::ALLOW_PORT),
                     "http" => Some(defaults::HTTP_PORT),
@@ -925,11 +1402,27 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                         Some((m, msp)) => match MethodSet::from_names(m.split_whitespace()) {
                             Ok(set) if set.0 != 0 => Some(set),
                             Ok(_) => {
-                                cx.push(c.diag("warden::egress::method", msp, "no methods listed", "empty"));
+                                cx.push(c.diag(
+                                    "warden::egress::method",
+                                    msp,
+                                    "no methods listed",
+                                    "empty",
+                                ));
                                 None
                             }
                             Err(bad) => {
-                                cx.push(c.diag("warden::egress::method", msp, format!("unknown HTTP method `{bad}`"), "not a method").help(format!("methods: {}", warden_wire::egress::METHODS.join(" "))));
+                                cx.push(
+                                    c.diag(
+                                        "warden::egress::method",
+                                        msp,
+                                        format!("unknown HTTP method `{bad}`"),
+                                        "not a method",
+                                    )
+                                    .help(format!(
+                                        "methods: {}",
+                                        warden_wire::egress::METHODS.join(" ")
+                                    )),
+                                );
                                 None
                             }
                         },
@@ -938,7 +1431,15 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                     if let Some((p, psp)) = str_prop(cx, &c, "paths") {
                         for g in p.split_whitespace() {
                             if !g.starts_with('/') {
-                                cx.push(c.diag("warden::egress::path", psp, format!("path glob `{g}` does not start with `/`"), "not a path").help("write e.g. paths=\"/simple/** /packages/*\""));
+                                cx.push(
+                                    c.diag(
+                                        "warden::egress::path",
+                                        psp,
+                                        format!("path glob `{g}` does not start with `/`"),
+                                        "not a path",
+                                    )
+                                    .help("write e.g. paths=\"/simple/** /packages/*\""),
+                                );
                             } else {
                                 paths.push(g.to_string());
                             }
@@ -949,33 +1450,88 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                 } else {
                     None
                 };
-                let action = if kind == "deny" { Action::Deny } else { Action::Allow };
+                let action = if kind == "deny" {
+                    Action::Deny
+                } else {
+                    Action::Allow
+                };
                 let reason = str_prop(cx, &c, "reason").map(|r| r.0);
                 let order = str_prop(cx, &c, "order");
                 if let Some((o, osp)) = &order
-                    && !names.orders.contains(o) {
-                        unknown_ref(cx, &c, *osp, "order", o, &names.orders);
-                        continue;
-                    }
-                let rule = EgressRule { action, target, ports, http, reason, order: order.map(|o| o.0), loc: c.loc() };
+                    && !names.orders.contains(o)
+                {
+                    unknown_ref(cx, &c, *osp, "order", o, &names.orders);
+                    continue;
+                }
+                let rule = EgressRule {
+                    action,
+                    target,
+                    ports,
+                    http,
+                    reason,
+                    order: order.map(|o| o.0),
+                    loc: c.loc(),
+                };
                 // Duplicate and conflicting rules.
-                let clash = eg.rules.iter().position(|r| r.target == rule.target && overlap(&r.ports, &rule.ports) && r.http.is_none() == rule.http.is_none());
+                let clash = eg.rules.iter().position(|r| {
+                    r.target == rule.target
+                        && overlap(&r.ports, &rule.ports)
+                        && r.http.is_none() == rule.http.is_none()
+                });
                 if let Some(i) = clash {
                     let other = &eg.rules[i];
                     let (line, _) = n.file.file.line_col(spans[i].offset());
                     if other.action != rule.action {
-                        cx.push(c.diag("warden::egress::conflict", sp, "this rule conflicts with another one", "allowed and denied at once").help(format!("line {line} {} the same destination; keep one of them", if other.action == Action::Allow { "allows" } else { "denies" })));
+                        cx.push(
+                            c.diag(
+                                "warden::egress::conflict",
+                                sp,
+                                "this rule conflicts with another one",
+                                "allowed and denied at once",
+                            )
+                            .help(format!(
+                                "line {line} {} the same destination; keep one of them",
+                                if other.action == Action::Allow {
+                                    "allows"
+                                } else {
+                                    "denies"
+                                }
+                            )),
+                        );
                     } else if other.ports == rule.ports && other.http == rule.http {
-                        cx.push(c.diag("warden::egress::duplicate", sp, "duplicate egress rule", "same as an earlier rule").help(format!("the same rule is on line {line}")));
+                        cx.push(
+                            c.diag(
+                                "warden::egress::duplicate",
+                                sp,
+                                "duplicate egress rule",
+                                "same as an earlier rule",
+                            )
+                            .help(format!("the same rule is on line {line}")),
+                        );
                     }
                     continue;
                 }
                 if rule.action == Action::Allow
-                    && let Some(j) = eg.rules.iter().position(|r| r.action == Action::Deny && deny_covers(&r.target, &rule.target) && overlap(&r.ports, &rule.ports)) {
-                        let (line, _) = n.file.file.line_col(spans[j].offset());
-                        cx.push(c.diag("warden::egress::conflict", sp, "this rule can never match", "shadowed by a deny rule").help(format!("the deny rule on line {line} covers it; deny rules win")));
-                        continue;
-                    }
+                    && let Some(j) = eg.rules.iter().position(|r| {
+                        r.action == Action::Deny
+                            && deny_covers(&r.target, &rule.target)
+                            && overlap(&r.ports, &rule.ports)
+                    })
+                {
+                    let (line, _) = n.file.file.line_col(spans[j].offset());
+                    cx.push(
+                        c.diag(
+                            "warden::egress::conflict",
+                            sp,
+                            "this rule can never match",
+                            "shadowed by a deny rule",
+                        )
+                        .help(format!(
+                            "the deny rule on line {line} covers it; deny rules win"
+                        )),
+                    );
+                    continue;
+                }
                 spans.push(sp);
                 eg.rules.push(rule);
             }
@@ -985,8 +1541,15 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                 if let Some((t, sp)) = name_arg(cx, &c, "a duration such as \"5m\"") {
                     match parse_duration(&t) {
                         Ok(ms) if ms >= 1000 => eg.idle_timeout_secs = ms / 1000,
-                        Ok(_) => cx.push(c.diag("warden::egress::idle-timeout", sp, "idle timeout under one second", "too short")),
-                        Err(e) => cx.push(c.diag("warden::egress::idle-timeout", sp, e, "not a duration")),
+                        Ok(_) => cx.push(c.diag(
+                            "warden::egress::idle-timeout",
+                            sp,
+                            "idle timeout under one second",
+                            "too short",
+                        )),
+                        Err(e) => {
+                            cx.push(c.diag("warden::egress::idle-timeout", sp, e, "not a duration"))
+                        }
                     }
                 }
             }
@@ -995,23 +1558,40 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                 c.no_children(cx);
                 let url = name_arg(cx, &c, "a URL such as \"https://api.github.com/repos\"");
                 if let Some((u, sp)) = &url
-                    && let Err(e) = parse_url(u) {
-                        cx.push(c.diag("warden::test::url", *sp, e, "not a URL").help("write scheme://host[:port]/path with scheme http, https or tcp"));
-                        continue;
-                    }
+                    && let Err(e) = parse_url(u)
+                {
+                    cx.push(
+                        c.diag("warden::test::url", *sp, e, "not a URL")
+                            .help("write scheme://host[:port]/path with scheme http, https or tcp"),
+                    );
+                    continue;
+                }
                 let expect = req_str(cx, &c, "expect", "expect=\"allow\", \"deny\" or \"ask\"");
                 let expect = expect.and_then(|(e, sp)| match e.as_str() {
                     "allow" => Some(Expect::Allow),
                     "deny" => Some(Expect::Deny),
                     "ask" => Some(Expect::Ask),
                     _ => {
-                        cx.push(c.diag("warden::test::expect", sp, format!("unknown expectation `{e}`"), "not an outcome").help("`allow`, `deny` or `ask`"));
+                        cx.push(
+                            c.diag(
+                                "warden::test::expect",
+                                sp,
+                                format!("unknown expectation `{e}`"),
+                                "not an outcome",
+                            )
+                            .help("`allow`, `deny` or `ask`"),
+                        );
                         None
                     }
                 });
                 let method = str_prop(cx, &c, "method").map(|m| m.0.to_ascii_uppercase());
                 if let (Some((url, _)), Some(expect)) = (url, expect) {
-                    eg.tests.push(EgressTest { url, method, expect, loc: c.loc() });
+                    eg.tests.push(EgressTest {
+                        url,
+                        method,
+                        expect,
+                        loc: c.loc(),
+                    });
                 }
             }
             _ => n.unknown_child(cx, &c, EGRESS),
@@ -1027,7 +1607,11 @@ fn overlap(a: &[u16], b: &[u16]) -> bool {
 fn deny_covers(deny: &Target, allow: &Target) -> bool {
     match (deny, allow) {
         (Target::Host(d), Target::Host(a)) => {
-            d == a || (d.starts_with("*.") && (warden_wire::egress::host_matches(d, a.trim_start_matches("*.")) && a.starts_with("*.") || warden_wire::egress::host_matches(d, a)))
+            d == a
+                || (d.starts_with("*.")
+                    && (warden_wire::egress::host_matches(d, a.trim_start_matches("*."))
+                        && a.starts_with("*.")
+                        || warden_wire::egress::host_matches(d, a)))
         }
         (Target::Cidr(d), Target::Cidr(a)) => d.prefix <= a.prefix && d.contains(a.addr),
         _ => false,
@@ -1037,36 +1621,61 @@ fn deny_covers(deny: &Target, allow: &Target) -> bool {
 fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
     n.check_props(cx, &[]);
     n.check_args(cx, 0, 0, "no arguments");
-    let mut inf = Inference { routes: Vec::new(), privacy: Vec::new(), tests: Vec::new() };
+    let mut inf = Inference {
+        routes: Vec::new(),
+        privacy: Vec::new(),
+        tests: Vec::new(),
+    };
     for c in n.children() {
         match c.name() {
             "route" => {
                 c.check_props(cx, &["to"]);
                 c.no_children(cx);
                 let model = name_arg(cx, &c, "a model name or glob such as \"claude-*\"");
-                let to = req_str(cx, &c, "to", "the provider that serves these models, e.g. to=\"anthropic\"");
+                let to = req_str(
+                    cx,
+                    &c,
+                    "to",
+                    "the provider that serves these models, e.g. to=\"anthropic\"",
+                );
                 if let Some((p, sp)) = &to
-                    && !names.providers.contains(p) {
-                        unknown_ref(cx, &c, *sp, "provider", p, &names.providers);
-                        continue;
-                    }
+                    && !names.providers.contains(p)
+                {
+                    unknown_ref(cx, &c, *sp, "provider", p, &names.providers);
+                    continue;
+                }
                 if let (Some((model, _)), Some((provider, _))) = (model, to) {
-                    inf.routes.push(Route { model, provider, loc: c.loc() });
+                    inf.routes.push(Route {
+                        model,
+                        provider,
+                        loc: c.loc(),
+                    });
                 }
             }
             "privacy" => {
                 c.check_props(cx, &["detect", "action", "to"]);
                 c.no_children(cx);
                 c.check_args(cx, 0, 0, "no arguments, only properties");
-                let detect = req_str(cx, &c, "detect", "what to look for, e.g. detect=\"email credit-card api-key\"");
+                let detect = req_str(
+                    cx,
+                    &c,
+                    "detect",
+                    "what to look for, e.g. detect=\"email credit-card api-key\"",
+                );
                 let mut dets = Vec::new();
                 if let Some((d, sp)) = &detect {
                     for w in d.split_whitespace() {
                         match Detector::parse(w) {
                             Some(x) => dets.push(x),
                             None => {
-                                let names: Vec<&str> = Detector::ALL.iter().map(|(n, _)| *n).collect();
-                                let mut diag = c.diag("warden::inference::detector", *sp, format!("unknown detector `{w}`"), "not a detector");
+                                let names: Vec<&str> =
+                                    Detector::ALL.iter().map(|(n, _)| *n).collect();
+                                let mut diag = c.diag(
+                                    "warden::inference::detector",
+                                    *sp,
+                                    format!("unknown detector `{w}`"),
+                                    "not a detector",
+                                );
                                 diag = match crate::diag::did_you_mean(w, &names) {
                                     Some(m) => diag.help(format!("did you mean `{m}`?")),
                                     None => diag.help(format!("detectors: {}", list(&names))),
@@ -1076,15 +1685,21 @@ fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
                         }
                     }
                     if d.split_whitespace().next().is_none() {
-                        cx.push(c.diag("warden::inference::detector", *sp, "no detector listed", "empty"));
+                        cx.push(c.diag(
+                            "warden::inference::detector",
+                            *sp,
+                            "no detector listed",
+                            "empty",
+                        ));
                     }
                 }
                 let to = str_prop(cx, &c, "to");
                 if let Some((p, sp)) = &to
-                    && !names.providers.contains(p) {
-                        unknown_ref(cx, &c, *sp, "provider", p, &names.providers);
-                        continue;
-                    }
+                    && !names.providers.contains(p)
+                {
+                    unknown_ref(cx, &c, *sp, "provider", p, &names.providers);
+                    continue;
+                }
                 let action = match str_prop(cx, &c, "action") {
                     None => Some(PrivacyAction::Block),
                     Some((a, sp)) => match (a.as_str(), &to) {
@@ -1096,19 +1711,37 @@ fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
                             None
                         }
                         ("block" | "redact", Some((_, tsp))) => {
-                            cx.push(c.diag("warden::inference::privacy", *tsp, format!("`to` applies only to `reroute`, not `{a}`"), "not used"));
+                            cx.push(c.diag(
+                                "warden::inference::privacy",
+                                *tsp,
+                                format!("`to` applies only to `reroute`, not `{a}`"),
+                                "not used",
+                            ));
                             None
                         }
                         _ => {
-                            cx.push(c.diag("warden::inference::privacy", sp, format!("unknown privacy action `{a}`"), "not an action").help("`block` (default), `redact` or `reroute`"));
+                            cx.push(
+                                c.diag(
+                                    "warden::inference::privacy",
+                                    sp,
+                                    format!("unknown privacy action `{a}`"),
+                                    "not an action",
+                                )
+                                .help("`block` (default), `redact` or `reroute`"),
+                            );
                             None
                         }
                     },
                 };
                 if let Some(action) = action
-                    && !dets.is_empty() {
-                        inf.privacy.push(PrivacyRule { detect: dets, action, loc: c.loc() });
-                    }
+                    && !dets.is_empty()
+                {
+                    inf.privacy.push(PrivacyRule {
+                        detect: dets,
+                        action,
+                        loc: c.loc(),
+                    });
+                }
             }
             "test" => {
                 c.check_props(cx, &["model", "prompt", "expect"]);
@@ -1116,17 +1749,30 @@ fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
                 c.check_args(cx, 0, 0, "no arguments, only properties");
                 let model = req_str(cx, &c, "model", "the model the request asks for");
                 let prompt = str_prop(cx, &c, "prompt").map(|p| p.0).unwrap_or_default();
-                let expect = req_str(cx, &c, "expect", "the provider that should serve it, or `block`");
+                let expect = req_str(
+                    cx,
+                    &c,
+                    "expect",
+                    "the provider that should serve it, or `block`",
+                );
                 if let Some((e, sp)) = &expect
-                    && e != "block" && e != "none" && !names.providers.contains(e) {
-                        let mut known = names.providers.clone();
-                        known.push("block".into());
-                        known.push("none".into());
-                        unknown_ref(cx, &c, *sp, "provider", e, &known);
-                        continue;
-                    }
+                    && e != "block"
+                    && e != "none"
+                    && !names.providers.contains(e)
+                {
+                    let mut known = names.providers.clone();
+                    known.push("block".into());
+                    known.push("none".into());
+                    unknown_ref(cx, &c, *sp, "provider", e, &known);
+                    continue;
+                }
                 if let (Some((model, _)), Some((expect, _))) = (model, expect) {
-                    inf.tests.push(InferenceTest { model, prompt, expect, loc: c.loc() });
+                    inf.tests.push(InferenceTest {
+                        model,
+                        prompt,
+                        expect,
+                        loc: c.loc(),
+                    });
                 }
             }
             _ => n.unknown_child(cx, &c, INFERENCE),
@@ -1139,7 +1785,15 @@ fn tenant(cx: &mut Cx, n: &N<'_>) -> Option<Tenant> {
     n.check_props(cx, &[]);
     let (name, span) = name_arg(cx, n, "a tenant name")?;
     check_name(cx, n, &name, span);
-    let mut t = Tenant { name, loc: n.loc(), sandboxes: Vec::new(), uid_start: 0, uid_count: 0, volumes: Vec::new(), roles: Vec::new() };
+    let mut t = Tenant {
+        name,
+        loc: n.loc(),
+        sandboxes: Vec::new(),
+        uid_start: 0,
+        uid_count: 0,
+        volumes: Vec::new(),
+        roles: Vec::new(),
+    };
     let mut users_seen = false;
     for c in n.children() {
         match c.name() {
@@ -1147,21 +1801,46 @@ fn tenant(cx: &mut Cx, n: &N<'_>) -> Option<Tenant> {
                 c.check_props(cx, &[]);
                 c.no_children(cx);
                 c.check_args(cx, 1, usize::MAX, "one or more sandbox names");
-                t.sandboxes.extend(str_args(cx, &c, "a sandbox name").into_iter().map(|s| s.0));
+                t.sandboxes
+                    .extend(str_args(cx, &c, "a sandbox name").into_iter().map(|s| s.0));
             }
             "users" => {
                 c.check_props(cx, &["uid", "count"]);
                 c.no_children(cx);
                 c.check_args(cx, 0, 0, "no arguments, only `uid=` and `count=`");
                 users_seen = true;
-                let uid = c.prop("uid").and_then(|e| want_int(cx, &c, e, "`uid`", 1, u32::MAX as i128));
-                let uid = require(cx, &c, "uid", uid, "the first host uid of the tenant's range, e.g. uid=200000");
-                let count = c.prop("count").and_then(|e| want_int(cx, &c, e, "`count`", 1, u32::MAX as i128)).unwrap_or(65_536);
+                let uid = c
+                    .prop("uid")
+                    .and_then(|e| want_int(cx, &c, e, "`uid`", 1, u32::MAX as i128));
+                let uid = require(
+                    cx,
+                    &c,
+                    "uid",
+                    uid,
+                    "the first host uid of the tenant's range, e.g. uid=200000",
+                );
+                let count = c
+                    .prop("count")
+                    .and_then(|e| want_int(cx, &c, e, "`count`", 1, u32::MAX as i128))
+                    .unwrap_or(65_536);
                 if let Some(uid) = uid {
                     if uid + count > u32::MAX as i128 {
-                        cx.push(c.diag("warden::tenant::users", c.name_span(), "user range runs past the last uid", "too large"));
+                        cx.push(c.diag(
+                            "warden::tenant::users",
+                            c.name_span(),
+                            "user range runs past the last uid",
+                            "too large",
+                        ));
                     } else if uid < 65_536 {
-                        cx.push(c.diag("warden::tenant::users", c.prop("uid").map(|e| e.span()).unwrap_or(c.name_span()), format!("uid {uid} overlaps the host's own users"), "below 65536").help("tenant ranges start at 65536 or above, e.g. uid=200000"));
+                        cx.push(
+                            c.diag(
+                                "warden::tenant::users",
+                                c.prop("uid").map(|e| e.span()).unwrap_or(c.name_span()),
+                                format!("uid {uid} overlaps the host's own users"),
+                                "below 65536",
+                            )
+                            .help("tenant ranges start at 65536 or above, e.g. uid=200000"),
+                        );
                     } else {
                         t.uid_start = uid as u32;
                         t.uid_count = count as u32;
@@ -1181,7 +1860,12 @@ fn tenant(cx: &mut Cx, n: &N<'_>) -> Option<Tenant> {
                         }
                     });
                     if t.volumes.iter().any(|x| x.name == v) {
-                        cx.push(c.diag("warden::syntax::duplicate", sp, format!("volume `{v}` is declared twice"), "again here"));
+                        cx.push(c.diag(
+                            "warden::syntax::duplicate",
+                            sp,
+                            format!("volume `{v}` is declared twice"),
+                            "again here",
+                        ));
                     } else {
                         t.volumes.push(Volume { name: v, size });
                     }
@@ -1191,17 +1875,28 @@ fn tenant(cx: &mut Cx, n: &N<'_>) -> Option<Tenant> {
                 c.check_props(cx, &["subject"]);
                 c.no_children(cx);
                 let role = name_arg(cx, &c, "a role: `admin`, `operator` or `viewer`");
-                let subject = req_str(cx, &c, "subject", "who holds the role, e.g. subject=\"alice@acme.example\"");
+                let subject = req_str(
+                    cx,
+                    &c,
+                    "subject",
+                    "who holds the role, e.g. subject=\"alice@acme.example\"",
+                );
                 if let Some((r, sp)) = &role
-                    && !ROLES.contains(&r.as_str()) {
-                        let mut d = c.diag("warden::tenant::role", *sp, format!("unknown role `{r}`"), "not a role");
-                        d = match crate::diag::did_you_mean(r, ROLES) {
-                            Some(m) => d.help(format!("did you mean `{m}`?")),
-                            None => d.help(format!("roles: {}", list(ROLES))),
-                        };
-                        cx.push(d);
-                        continue;
-                    }
+                    && !ROLES.contains(&r.as_str())
+                {
+                    let mut d = c.diag(
+                        "warden::tenant::role",
+                        *sp,
+                        format!("unknown role `{r}`"),
+                        "not a role",
+                    );
+                    d = match crate::diag::did_you_mean(r, ROLES) {
+                        Some(m) => d.help(format!("did you mean `{m}`?")),
+                        None => d.help(format!("roles: {}", list(ROLES))),
+                    };
+                    cx.push(d);
+                    continue;
+                }
                 if let (Some((role, _)), Some((subject, _))) = (role, subject) {
                     t.roles.push(Role { role, subject });
                 }
@@ -1210,7 +1905,15 @@ fn tenant(cx: &mut Cx, n: &N<'_>) -> Option<Tenant> {
         }
     }
     if !users_seen {
-        cx.push(n.diag("warden::tenant::users", n.name_span(), format!("tenant `{}` has no user range", t.name), "`users` missing").help("give each tenant its own host uid range: `users uid=200000 count=65536`"));
+        cx.push(
+            n.diag(
+                "warden::tenant::users",
+                n.name_span(),
+                format!("tenant `{}` has no user range", t.name),
+                "`users` missing",
+            )
+            .help("give each tenant its own host uid range: `users uid=200000 count=65536`"),
+        );
     }
     Some(t)
 }
@@ -1226,7 +1929,9 @@ pub struct Url {
 }
 
 pub fn parse_url(s: &str) -> Result<Url, String> {
-    let (scheme, rest) = s.split_once("://").ok_or_else(|| format!("`{s}` has no scheme"))?;
+    let (scheme, rest) = s
+        .split_once("://")
+        .ok_or_else(|| format!("`{s}` has no scheme"))?;
     let scheme = scheme.to_ascii_lowercase();
     let default_port = match scheme.as_str() {
         "http" => 80,
@@ -1255,10 +1960,24 @@ pub fn parse_url(s: &str) -> Result<Url, String> {
         return Err(format!("`{s}` has no host"));
     }
     let port = match port {
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("`{p}` is not a port"))?,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("`{p}` is not a port"))?,
         None if default_port == 0 => return Err("a tcp:// URL needs a port".into()),
         None => default_port,
     };
-    let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
-    Ok(Url { scheme, userinfo, host, port, path })
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    Ok(Url {
+        scheme,
+        userinfo,
+        host,
+        port,
+        path,
+    })
 }

@@ -18,7 +18,12 @@ impl SourceFile {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
         let text: String = text.into();
         let mut line_starts = vec![0];
-        line_starts.extend(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        line_starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
         SourceFile {
             name: name.into(),
             text: Arc::new(text),
@@ -189,9 +194,10 @@ fn levenshtein(a: &str, b: &str) -> usize {
 /// Render diagnostics as text without colour (what `warden check` prints, and what the
 /// snapshot tests pin).
 pub fn render(diags: &[Diagnostic]) -> String {
-    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
-        .with_width(100)
-        .with_links(false);
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+            .with_width(100)
+            .with_links(false);
     let mut out = String::new();
     for d in diags {
         let _ = handler.render_report(&mut out, d);

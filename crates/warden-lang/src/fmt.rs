@@ -139,7 +139,13 @@ fn comments(decor: &str) -> Vec<String> {
     if t.is_empty() {
         return Vec::new();
     }
-    vec![t.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n")]
+    vec![
+        t.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    ]
 }
 
 /// Decor printed as whole lines at an indentation level (comments before a node).
@@ -157,7 +163,8 @@ fn decor_lines(decor: &str, level: usize, out: &mut String) {
 /// A bare identifier when KDL 2 allows it, else a quoted string.
 fn ident(s: &str) -> String {
     let bare = !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && !s.starts_with(|c: char| c.is_ascii_digit())
         && !s.starts_with("-")
         && !s.starts_with(".")

@@ -29,7 +29,8 @@ pub struct Loaded {
 /// Parse, resolve layouts, decode and validate.
 pub fn load(file: &SourceFile, loader: &dyn Loader) -> Loaded {
     let mut cx = read::Cx { diags: Vec::new() };
-    let model = load::load(file, loader, &mut cx).map(|l| decode::decode(&l.files, l.layouts, &mut cx));
+    let model =
+        load::load(file, loader, &mut cx).map(|l| decode::decode(&l.files, l.layouts, &mut cx));
     let mut diagnostics = cx.diags;
     diagnostics.sort_by(|a, b| a.loc.cmp(&b.loc));
     let ok = !diagnostics.iter().any(Diagnostic::is_error);

@@ -10,7 +10,10 @@ use miette::SourceSpan;
 pub const BUILTIN_LAYOUTS: &[(&str, &str)] = &[
     ("solo", include_str!("../../../layouts/solo.kdl")),
     ("strict", include_str!("../../../layouts/strict.kdl")),
-    ("multi-tenant", include_str!("../../../layouts/multi-tenant.kdl")),
+    (
+        "multi-tenant",
+        include_str!("../../../layouts/multi-tenant.kdl"),
+    ),
 ];
 
 /// Reads layout files named by path. The CLI reads the disk; tests use a map.
@@ -59,8 +62,20 @@ pub(crate) fn load(main: &SourceFile, loader: &dyn Loader, cx: &mut Cx) -> Optio
         layouts: Vec::new(),
     };
     let mut stack = Vec::new();
-    load_file(main.clone(), String::new(), loader, cx, &mut out, &mut stack, 0);
-    if out.files.is_empty() { None } else { Some(out) }
+    load_file(
+        main.clone(),
+        String::new(),
+        loader,
+        cx,
+        &mut out,
+        &mut stack,
+        0,
+    );
+    if out.files.is_empty() {
+        None
+    } else {
+        Some(out)
+    }
 }
 
 /// Deeper nesting than any real file needs; refused before parsing so that hostile
@@ -104,11 +119,27 @@ fn too_deep(text: &str) -> Option<usize> {
 fn parse(file: &FileCx, cx: &mut Cx) -> Option<KdlDocument> {
     let len = file.file.text.len();
     if len > MAX_BYTES {
-        cx.push(file.diag("warden::syntax::size", SourceSpan::new(0.into(), 0), format!("file is {len} bytes; the limit is {MAX_BYTES}"), "too large").help("split it into layouts"));
+        cx.push(
+            file.diag(
+                "warden::syntax::size",
+                SourceSpan::new(0.into(), 0),
+                format!("file is {len} bytes; the limit is {MAX_BYTES}"),
+                "too large",
+            )
+            .help("split it into layouts"),
+        );
         return None;
     }
     if let Some(at) = too_deep(&file.file.text) {
-        cx.push(file.diag("warden::syntax::depth", SourceSpan::new(at.into(), 1), format!("blocks nest more than {MAX_NESTING} deep"), "too deep").help("warden files nest a few levels at most"));
+        cx.push(
+            file.diag(
+                "warden::syntax::depth",
+                SourceSpan::new(at.into(), 1),
+                format!("blocks nest more than {MAX_NESTING} deep"),
+                "too deep",
+            )
+            .help("warden files nest a few levels at most"),
+        );
         return None;
     }
     match KdlDocument::parse_v2(&file.file.text) {
@@ -122,11 +153,16 @@ fn parse(file: &FileCx, cx: &mut Cx) -> Option<KdlDocument> {
                     d.message.unwrap_or_else(|| "invalid KDL".to_string()),
                     d.label.unwrap_or_else(|| "here".to_string()),
                 );
-                let spanned = file.file.text.get(span.offset()..span.offset() + span.len()).unwrap_or("");
+                let spanned = file
+                    .file
+                    .text
+                    .get(span.offset()..span.offset() + span.len())
+                    .unwrap_or("");
                 let help = match spanned.trim() {
                     w @ ("true" | "false" | "null") => format!("KDL 2 writes this as `#{w}`"),
                     _ => d.help.unwrap_or_else(|| {
-                        "warden files are KDL 2: strings in quotes, #true/#false, // comments".to_string()
+                        "warden files are KDL 2: strings in quotes, #true/#false, // comments"
+                            .to_string()
                     }),
                 };
                 diag = diag.help(help);
@@ -162,14 +198,22 @@ fn load_file(
         }
         n.check_props(cx, &[]);
         n.no_children(cx);
-        if !n.check_args(cx, 1, 1, "a layout name (`solo`, `strict`, `multi-tenant`) or a path") {
+        if !n.check_args(
+            cx,
+            1,
+            1,
+            "a layout name (`solo`, `strict`, `multi-tenant`) or a path",
+        ) {
             continue;
         }
         let Some((name, span)) = str_args(cx, &n, "a layout").into_iter().next() else {
             continue;
         };
         let resolved = if let Some((_, text)) = BUILTIN_LAYOUTS.iter().find(|(b, _)| *b == name) {
-            Ok((SourceFile::new(format!("layouts/{name}.kdl"), *text), String::new()))
+            Ok((
+                SourceFile::new(format!("layouts/{name}.kdl"), *text),
+                String::new(),
+            ))
         } else if name.contains('/') || name.ends_with(".kdl") {
             loader
                 .load(&base, &name)
@@ -183,8 +227,13 @@ fn load_file(
                 "no such built-in layout",
             );
             d = match crate::diag::did_you_mean(&name, &names) {
-                Some(s) => d.help(format!("did you mean `{s}`? a path must contain `/` or end in `.kdl`")),
-                None => d.help(format!("built-in layouts: {}; or give a path such as `./base.kdl`", crate::read::list(&names))),
+                Some(s) => d.help(format!(
+                    "did you mean `{s}`? a path must contain `/` or end in `.kdl`"
+                )),
+                None => d.help(format!(
+                    "built-in layouts: {}; or give a path such as `./base.kdl`",
+                    crate::read::list(&names)
+                )),
             };
             cx.push(d);
             continue;
@@ -192,12 +241,26 @@ fn load_file(
         match resolved {
             Err(e) => cx.push(layout_err(&fcx, span, &name, e)),
             Ok((f, _)) if stack.contains(&f.name) => cx.push(
-                fcx.diag("warden::layout::cycle", span, format!("layout `{name}` includes itself"), "cycle here")
-                    .help(format!("include chain: {} -> {}", stack.join(" -> "), f.name)),
+                fcx.diag(
+                    "warden::layout::cycle",
+                    span,
+                    format!("layout `{name}` includes itself"),
+                    "cycle here",
+                )
+                .help(format!(
+                    "include chain: {} -> {}",
+                    stack.join(" -> "),
+                    f.name
+                )),
             ),
             Ok(_) if depth >= MAX_DEPTH => cx.push(
-                fcx.diag("warden::layout::depth", span, "layouts nest too deeply", "here")
-                    .help(format!("at most {MAX_DEPTH} levels of layouts")),
+                fcx.diag(
+                    "warden::layout::depth",
+                    span,
+                    "layouts nest too deeply",
+                    "here",
+                )
+                .help(format!("at most {MAX_DEPTH} levels of layouts")),
             ),
             Ok((f, fbase)) => {
                 out.layouts.push(name.clone());
@@ -210,6 +273,11 @@ fn load_file(
 }
 
 fn layout_err(f: &FileCx, span: SourceSpan, name: &str, e: String) -> Diagnostic {
-    f.diag("warden::layout::read", span, format!("cannot read layout `{name}`"), e)
-        .help("a layout path is relative to the file that names it")
+    f.diag(
+        "warden::layout::read",
+        span,
+        format!("cannot read layout `{name}`"),
+        e,
+    )
+    .help("a layout path is relative to the file that names it")
 }

@@ -32,11 +32,21 @@ impl<'a> N<'a> {
     pub fn loc(&self) -> crate::diag::Loc {
         self.file.loc(self.name_span())
     }
-    pub fn diag(&self, code: &'static str, span: SourceSpan, msg: impl Into<String>, label: impl Into<String>) -> Diagnostic {
+    pub fn diag(
+        &self,
+        code: &'static str,
+        span: SourceSpan,
+        msg: impl Into<String>,
+        label: impl Into<String>,
+    ) -> Diagnostic {
         self.file.diag(code, span, msg, label)
     }
     pub fn args(&self) -> Vec<&'a KdlEntry> {
-        self.node.entries().iter().filter(|e| e.name().is_none()).collect()
+        self.node
+            .entries()
+            .iter()
+            .filter(|e| e.name().is_none())
+            .collect()
     }
     pub fn prop(&self, key: &str) -> Option<&'a KdlEntry> {
         self.node
@@ -48,7 +58,15 @@ impl<'a> N<'a> {
     pub fn children(&self) -> Vec<N<'a>> {
         self.node
             .children()
-            .map(|d| d.nodes().iter().map(|node| N { node, file: self.file }).collect())
+            .map(|d| {
+                d.nodes()
+                    .iter()
+                    .map(|node| N {
+                        node,
+                        file: self.file,
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -67,7 +85,9 @@ impl<'a> N<'a> {
                 );
                 d = match did_you_mean(key, allowed) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
-                    None if allowed.is_empty() => d.help(format!("`{}` takes no properties", self.name())),
+                    None if allowed.is_empty() => {
+                        d.help(format!("`{}` takes no properties", self.name()))
+                    }
                     None => d.help(format!("`{}` takes: {}", self.name(), list(allowed))),
                 };
                 cx.push(d);
@@ -97,7 +117,10 @@ impl<'a> N<'a> {
                     format!("`{}` needs {what}", self.name()),
                     "argument missing",
                 )
-                .help(format!("write it after the node name: `{} ...`", self.name())),
+                .help(format!(
+                    "write it after the node name: `{} ...`",
+                    self.name()
+                )),
             );
             return false;
         }
@@ -120,14 +143,12 @@ impl<'a> N<'a> {
     /// Report children on a node that takes none.
     pub fn no_children(&self, cx: &mut Cx) {
         if let Some(doc) = self.node.children() {
-            cx.push(
-                self.diag(
-                    "warden::syntax::unexpected-block",
-                    doc.span(),
-                    format!("`{}` takes no block", self.name()),
-                    "remove this block",
-                ),
-            );
+            cx.push(self.diag(
+                "warden::syntax::unexpected-block",
+                doc.span(),
+                format!("`{}` takes no block", self.name()),
+                "remove this block",
+            ));
         }
     }
 
@@ -149,7 +170,11 @@ impl<'a> N<'a> {
 }
 
 pub(crate) fn list(items: &[&str]) -> String {
-    items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn plural(n: usize, word: &str) -> String {
@@ -189,18 +214,23 @@ pub(crate) fn want_str(cx: &mut Cx, n: &N<'_>, e: &KdlEntry, what: &str) -> Opti
     }
 }
 
-pub(crate) fn want_int(cx: &mut Cx, n: &N<'_>, e: &KdlEntry, what: &str, min: i128, max: i128) -> Option<i128> {
+pub(crate) fn want_int(
+    cx: &mut Cx,
+    n: &N<'_>,
+    e: &KdlEntry,
+    what: &str,
+    min: i128,
+    max: i128,
+) -> Option<i128> {
     match e.value() {
         KdlValue::Integer(i) if (min..=max).contains(i) => Some(*i),
         KdlValue::Integer(i) => {
-            cx.push(
-                n.diag(
-                    "warden::syntax::range",
-                    e.span(),
-                    format!("{what} {i} is out of range"),
-                    format!("must be between {min} and {max}"),
-                ),
-            );
+            cx.push(n.diag(
+                "warden::syntax::range",
+                e.span(),
+                format!("{what} {i} is out of range"),
+                format!("must be between {min} and {max}"),
+            ));
             None
         }
         v => {
@@ -244,7 +274,10 @@ pub(crate) fn str_args(cx: &mut Cx, n: &N<'_>, what: &str) -> Vec<(String, Sourc
 /// The first positional argument as a string (the name of named nodes).
 pub(crate) fn name_arg(cx: &mut Cx, n: &N<'_>, what: &str) -> Option<(String, SourceSpan)> {
     if !n.check_args(cx, 1, 1, what) {
-        return n.args().first().and_then(|e| want_str(cx, n, e, what).map(|s| (s, e.span())));
+        return n
+            .args()
+            .first()
+            .and_then(|e| want_str(cx, n, e, what).map(|s| (s, e.span())));
     }
     let e = n.args()[0];
     want_str(cx, n, e, what).map(|s| (s, e.span()))
@@ -272,7 +305,12 @@ pub(crate) fn require<T>(cx: &mut Cx, n: &N<'_>, key: &str, v: Option<T>, help: 
 }
 
 /// A required string property.
-pub(crate) fn req_str(cx: &mut Cx, n: &N<'_>, key: &str, help: &str) -> Option<(String, SourceSpan)> {
+pub(crate) fn req_str(
+    cx: &mut Cx,
+    n: &N<'_>,
+    key: &str,
+    help: &str,
+) -> Option<(String, SourceSpan)> {
     let v = str_prop(cx, n, key);
     require(cx, n, key, v, help)
 }

@@ -8,7 +8,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1 {
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1
+    {
         return Err(format!("`{s}` is not a size"));
     }
     let mult: u64 = match unit {
@@ -25,7 +26,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     let value = if let Some((i, f)) = num.split_once('.') {
         let i: u64 = i.parse().map_err(|_| format!("`{s}` is not a size"))?;
-        let scale = 10u64.checked_pow(f.len() as u32).ok_or("too many decimals")?;
+        let scale = 10u64
+            .checked_pow(f.len() as u32)
+            .ok_or("too many decimals")?;
         let f: u64 = f.parse().map_err(|_| format!("`{s}` is not a size"))?;
         i.checked_mul(mult)
             .and_then(|a| mult.checked_mul(f).map(|b| a + b / scale))
@@ -45,7 +48,9 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration"))?;
     let mult = match unit {
         "ms" => 1,
         "s" => 1000,
@@ -54,11 +59,17 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
         "" => return Err(format!("`{s}` has no unit")),
         u => return Err(format!("unknown duration unit `{u}`")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too long"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too long"))
 }
 
 pub fn format_size(b: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
     for (m, u) in UNITS {
         if b >= m && b.is_multiple_of(m) {
             return format!("{}{u}", b / m);
@@ -147,9 +158,9 @@ pub fn forbidden_writable(p: &str) -> Option<&'static str> {
 
 /// Paths that are never mounted over, even read-only.
 pub fn forbidden_mount_point(p: &str) -> bool {
-    ["/", "/proc", "/sys", "/dev", "/.warden"].iter().any(|d| {
-        p == *d || (*d != "/" && p.starts_with(&format!("{d}/")))
-    })
+    ["/", "/proc", "/sys", "/dev", "/.warden"]
+        .iter()
+        .any(|d| p == *d || (*d != "/" && p.starts_with(&format!("{d}/"))))
 }
 
 #[cfg(test)]
@@ -189,9 +200,15 @@ mod tests {
         assert!(check_host_path("./workspace").is_ok());
         assert!(check_host_path("../shared/x").is_ok());
         assert!(check_host_path("a/../b").is_err());
-        assert_eq!(forbidden_writable("/usr/local"), Some("system binaries and libraries"));
+        assert_eq!(
+            forbidden_writable("/usr/local"),
+            Some("system binaries and libraries")
+        );
         assert_eq!(forbidden_writable("/usrx"), None);
-        assert_eq!(forbidden_writable("/"), Some("the root filesystem stays read-only"));
+        assert_eq!(
+            forbidden_writable("/"),
+            Some("the root filesystem stays read-only")
+        );
         assert_eq!(forbidden_writable("/tmp"), None);
         assert_eq!(format_size(2 << 30), "2GiB");
     }

@@ -146,8 +146,9 @@ pub fn detect(text: &str) -> Vec<Detector> {
     if has_api_key(text) {
         out.push(Detector::ApiKey);
     }
-    if has_digit_run(text, 10, 15, |c| c == ' ' || c == '-' || c == '(' || c == ')' || c == '+')
-        && text.contains(['+', '(', '-'])
+    if has_digit_run(text, 10, 15, |c| {
+        c == ' ' || c == '-' || c == '(' || c == ')' || c == '+'
+    }) && text.contains(['+', '(', '-'])
     {
         out.push(Detector::Phone);
     }
@@ -167,11 +168,15 @@ fn has_email(text: &str) -> bool {
                 return false;
             };
             !local.is_empty()
-                && local.chars().all(|c| c.is_ascii_alphanumeric() || "._%+-".contains(c))
+                && local
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._%+-".contains(c))
                 && domain.contains('.')
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
-                && domain.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+                && domain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
         })
 }
 
@@ -215,7 +220,14 @@ fn luhn(digits: &[u32]) -> bool {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, d)| if i % 2 == 1 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { *d })
+        .map(|(i, d)| {
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                *d
+            }
+        })
         .sum();
     sum.is_multiple_of(10)
 }
@@ -223,14 +235,23 @@ fn luhn(digits: &[u32]) -> bool {
 /// Well-known key prefixes followed by a long token.
 fn has_api_key(text: &str) -> bool {
     const PREFIXES: [&str; 8] = [
-        "sk-ant-", "sk-proj-", "sk-", "ghp_", "github_pat_", "xoxb-", "AKIA", "AIza",
+        "sk-ant-",
+        "sk-proj-",
+        "sk-",
+        "ghp_",
+        "github_pat_",
+        "xoxb-",
+        "AKIA",
+        "AIza",
     ];
     text.split(|c: char| c.is_whitespace() || "\"'=:,;()[]{}<>".contains(c))
         .any(|w| {
             PREFIXES.iter().any(|p| {
                 w.strip_prefix(p).is_some_and(|rest| {
                     rest.len() >= 16
-                        && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                        && rest
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                 })
             })
         })
@@ -262,7 +283,8 @@ fn has_iban(text: &str) -> bool {
             && b[1].is_ascii_uppercase()
             && b[2].is_ascii_digit()
             && b[3].is_ascii_digit()
-            && b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            && b.iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
             && iban_checksum(w)
     })
 }
@@ -275,7 +297,11 @@ fn iban_checksum(w: &str) -> bool {
             Some(v) => v as u64,
             None => return false,
         };
-        rem = if v >= 10 { (rem * 100 + v) % 97 } else { (rem * 10 + v) % 97 };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
     }
     rem == 1
 }
@@ -284,7 +310,11 @@ fn has_ssn(text: &str) -> bool {
     let b = text.as_bytes();
     b.windows(11).enumerate().any(|(i, w)| {
         let shape = w.iter().enumerate().all(|(k, c)| {
-            if k == 3 || k == 6 { *c == b'-' } else { c.is_ascii_digit() }
+            if k == 3 || k == 6 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
         });
         let before = i == 0 || !b[i - 1].is_ascii_digit();
         let after = i + 11 >= b.len() || !b[i + 11].is_ascii_digit();
@@ -299,7 +329,10 @@ mod tests {
     #[test]
     fn detectors() {
         assert_eq!(detect("write to bob@example.com"), vec![Detector::Email]);
-        assert_eq!(detect("card 4111 1111 1111 1111 ok"), vec![Detector::CreditCard]);
+        assert_eq!(
+            detect("card 4111 1111 1111 1111 ok"),
+            vec![Detector::CreditCard]
+        );
         assert_eq!(detect("card 4111 1111 1111 1112"), vec![]);
         assert_eq!(
             detect("key sk-ant-abcdefghijklmnop1234"),

@@ -36,19 +36,39 @@ pub struct Denied {
 }
 
 const fn deny(syscall: &'static str, why: &'static str) -> Denied {
-    Denied { syscall, errno: EPERM, arg: None, why }
+    Denied {
+        syscall,
+        errno: EPERM,
+        arg: None,
+        why,
+    }
 }
 
 pub const DEFAULT_DENY: &[Denied] = &[
-    deny("ptrace", "inspect or control other processes; classic sandbox escape"),
+    deny(
+        "ptrace",
+        "inspect or control other processes; classic sandbox escape",
+    ),
     deny("process_vm_readv", "read another process's memory"),
     deny("process_vm_writev", "write another process's memory"),
     deny("bpf", "load BPF programs into the kernel"),
-    deny("perf_event_open", "kernel profiling interface, a long history of exploits"),
+    deny(
+        "perf_event_open",
+        "kernel profiling interface, a long history of exploits",
+    ),
     deny("userfaultfd", "used to win kernel race conditions"),
-    deny("io_uring_setup", "io_uring bypasses seccomp filtering of the operations it runs"),
-    deny("io_uring_enter", "io_uring bypasses seccomp filtering of the operations it runs"),
-    deny("io_uring_register", "io_uring bypasses seccomp filtering of the operations it runs"),
+    deny(
+        "io_uring_setup",
+        "io_uring bypasses seccomp filtering of the operations it runs",
+    ),
+    deny(
+        "io_uring_enter",
+        "io_uring bypasses seccomp filtering of the operations it runs",
+    ),
+    deny(
+        "io_uring_register",
+        "io_uring bypasses seccomp filtering of the operations it runs",
+    ),
     deny("mount", "change the filesystem view"),
     deny("umount2", "remove mounts that hide host paths"),
     deny("pivot_root", "change the root filesystem"),
@@ -59,13 +79,20 @@ pub const DEFAULT_DENY: &[Denied] = &[
     deny("fsconfig", "new mount API"),
     deny("fsmount", "new mount API"),
     deny("fspick", "new mount API"),
-    deny("mount_setattr", "new mount API: change mount flags such as read-only"),
+    deny(
+        "mount_setattr",
+        "new mount API: change mount flags such as read-only",
+    ),
     deny("unshare", "new namespaces, including user namespaces"),
     deny("setns", "join other namespaces"),
     Denied {
         syscall: "clone",
         errno: EPERM,
-        arg: Some(ArgMask { index: 0, mask: CLONE_NEWUSER, value: CLONE_NEWUSER }),
+        arg: Some(ArgMask {
+            index: 0,
+            mask: CLONE_NEWUSER,
+            value: CLONE_NEWUSER,
+        }),
         why: "clone into a new user namespace",
     },
     Denied {
@@ -92,7 +119,10 @@ pub const DEFAULT_DENY: &[Denied] = &[
     deny("adjtimex", "host clock"),
     deny("syslog", "read kernel log, leaks addresses"),
     deny("quotactl", "host filesystem quotas"),
-    deny("open_by_handle_at", "open files by handle, bypassing the mount view (shocker)"),
+    deny(
+        "open_by_handle_at",
+        "open files by handle, bypassing the mount view (shocker)",
+    ),
     deny("name_to_handle_at", "pairs with open_by_handle_at"),
     deny("lookup_dcookie", "kernel profiling"),
     deny("vhangup", "hang up the host terminal"),
@@ -119,5 +149,8 @@ pub fn default_rules() -> Vec<SeccompRule> {
 
 /// Why a syscall is on the list, for `warden explain` and diagnostics.
 pub fn why(syscall: &str) -> Option<&'static str> {
-    DEFAULT_DENY.iter().find(|d| d.syscall == syscall).map(|d| d.why)
+    DEFAULT_DENY
+        .iter()
+        .find(|d| d.syscall == syscall)
+        .map(|d| d.why)
 }

@@ -72,9 +72,11 @@ fn main() -> ExitCode {
         Command::Fmt { check, file } => commands::fmt::run(&out, &project::file(file), check),
         Command::Explain { file } => commands::explain::run(&out, &project::file(file)),
         Command::Test { file } => commands::test::run(&out, &project::file(file)),
-        Command::Build { file, out: dir, spec_only } => {
-            commands::build::run(&out, &project::file(file), &dir, spec_only)
-        }
+        Command::Build {
+            file,
+            out: dir,
+            spec_only,
+        } => commands::build::run(&out, &project::file(file), &dir, spec_only),
     };
     match result {
         Ok(Exit::Ok) => ExitCode::SUCCESS,

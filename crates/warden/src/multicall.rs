@@ -16,7 +16,11 @@ pub fn is_init() -> bool {
 
 pub fn init_main() -> ExitCode {
     let mut stderr = std::io::stderr();
-    let code = match warden_init::run(std::env::args_os().skip(1), std::env::vars_os().collect(), &mut stderr) {
+    let code = match warden_init::run(
+        std::env::args_os().skip(1),
+        std::env::vars_os().collect(),
+        &mut stderr,
+    ) {
         Ok(code) => code,
         Err(e) => {
             let _ = writeln!(stderr, "warden-init: {e}");

@@ -43,8 +43,10 @@ pub struct Project {
 }
 
 pub fn read_source(path: &Path) -> Result<SourceFile, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {}", path.display(), io_msg(&e)))?;
-    let text = String::from_utf8(text).map_err(|_| format!("`{}` is not UTF-8 text", path.display()))?;
+    let text = std::fs::read(path)
+        .map_err(|e| format!("cannot read `{}`: {}", path.display(), io_msg(&e)))?;
+    let text =
+        String::from_utf8(text).map_err(|_| format!("`{}` is not UTF-8 text", path.display()))?;
     Ok(SourceFile::new(path.display().to_string(), text))
 }
 
@@ -74,7 +76,10 @@ pub fn load(out: &crate::ui::Out, path: &Path) -> Result<Project, Exit> {
     let state_dir = std::env::var("WARDEN_STATE_DIR").unwrap_or_else(|_| "/var/lib/warden".into());
     Ok(Project {
         model,
-        options: CompileOptions { base_dir: base_dir.display().to_string(), state_dir },
+        options: CompileOptions {
+            base_dir: base_dir.display().to_string(),
+            state_dir,
+        },
     })
 }
 
@@ -90,12 +95,24 @@ pub fn report(out: &crate::ui::Out, diags: &[Diagnostic]) {
     let errors = diags.iter().filter(|d| d.is_error()).count();
     let warnings = diags.len() - errors;
     if errors > 0 {
-        eprintln!("error: {} found{}", plural(errors, "error"), if warnings > 0 { format!(", {}", plural(warnings, "warning")) } else { String::new() });
+        eprintln!(
+            "error: {} found{}",
+            plural(errors, "error"),
+            if warnings > 0 {
+                format!(", {}", plural(warnings, "warning"))
+            } else {
+                String::new()
+            }
+        );
     }
 }
 
 pub fn plural(n: usize, w: &str) -> String {
-    if n == 1 { format!("1 {w}") } else { format!("{n} {w}s") }
+    if n == 1 {
+        format!("1 {w}")
+    } else {
+        format!("{n} {w}s")
+    }
 }
 
 pub fn compile(p: &Project) -> Result<Compiled, Exit> {
@@ -108,7 +125,10 @@ pub fn compile(p: &Project) -> Result<Compiled, Exit> {
 /// Write a file atomically: temp file in the same directory, then rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = dir_of(path);
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {

@@ -23,11 +23,53 @@ impl Rng {
 
 /// Tokens that steer mutations toward the interesting parts of the grammar.
 const TOKENS: &[&str] = &[
-    "{", "}", ";", "\"", "=", "#true", "#false", "#null", "/-", "//", "/*", "*/", "\\", "\n", " ",
-    "sandbox", "image", "egress", "allow", "deny", "http", "test", "tenant", "users", "layout",
-    "\"strict\"", "\"./x.kdl\"", "port=", "port=\"*\"", "expect=\"allow\"", "\"*.com\"", "\"/\"",
-    "\"2GiB\"", "0x7f000001", "-1", "99999999999999999999999", "1.5e308", "\"\u{202e}\"", "r#\"x\"#",
-    "(ty)", "memory=", "pids=", "cpus=", "\"http://[::1]:80/\"", "\"tcp://a:0\"", "route", "privacy",
+    "{",
+    "}",
+    ";",
+    "\"",
+    "=",
+    "#true",
+    "#false",
+    "#null",
+    "/-",
+    "//",
+    "/*",
+    "*/",
+    "\\",
+    "\n",
+    " ",
+    "sandbox",
+    "image",
+    "egress",
+    "allow",
+    "deny",
+    "http",
+    "test",
+    "tenant",
+    "users",
+    "layout",
+    "\"strict\"",
+    "\"./x.kdl\"",
+    "port=",
+    "port=\"*\"",
+    "expect=\"allow\"",
+    "\"*.com\"",
+    "\"/\"",
+    "\"2GiB\"",
+    "0x7f000001",
+    "-1",
+    "99999999999999999999999",
+    "1.5e308",
+    "\"\u{202e}\"",
+    "r#\"x\"#",
+    "(ty)",
+    "memory=",
+    "pids=",
+    "cpus=",
+    "\"http://[::1]:80/\"",
+    "\"tcp://a:0\"",
+    "route",
+    "privacy",
 ];
 
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
@@ -69,7 +111,10 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 /// Returns whether the input was a valid file.
 fn run_one(bytes: &[u8], options: &CompileOptions, render: bool) -> bool {
     let text = String::from_utf8_lossy(bytes);
-    let loaded = load(&SourceFile::new("fuzz.kdl", text.to_string()), &warden_lang::NoFiles);
+    let loaded = load(
+        &SourceFile::new("fuzz.kdl", text.to_string()),
+        &warden_lang::NoFiles,
+    );
     if render {
         // Rendering is slow; every diagnostic's spans are still checked on a sample.
         let _ = warden_lang::render(&loaded.diagnostics);
@@ -89,7 +134,10 @@ fn run_one(bytes: &[u8], options: &CompileOptions, render: bool) -> bool {
 
 #[test]
 fn no_input_panics() {
-    let iterations: u64 = std::env::var("WARDEN_FUZZ_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let iterations: u64 = std::env::var("WARDEN_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut seeds: Vec<Vec<u8>> = Vec::new();
     for d in ["examples", "layouts"] {
@@ -100,7 +148,10 @@ fn no_input_panics() {
     for e in std::fs::read_dir(root.join("crates/warden-lang/tests/invalid")).unwrap() {
         seeds.push(std::fs::read(e.unwrap().path()).unwrap());
     }
-    let options = CompileOptions { base_dir: "/p".into(), state_dir: "/s".into() };
+    let options = CompileOptions {
+        base_dir: "/p".into(),
+        state_dir: "/s".into(),
+    };
     let mut rng = Rng(0x5eed_0f_3a_7d);
     let (mut valid, mut n) = (0u64, 0u64);
     while n < iterations {
@@ -116,5 +167,8 @@ fn no_input_panics() {
     }
     println!("fuzz: {n} inputs through parse+validate+compile, {valid} of them valid, no panic");
     assert_eq!(n, iterations);
-    assert!(valid > 0, "mutations never produced a valid file: the fuzzer is not reaching the compiler");
+    assert!(
+        valid > 0,
+        "mutations never produced a valid file: the fuzzer is not reaching the compiler"
+    );
 }

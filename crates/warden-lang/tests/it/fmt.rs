@@ -23,7 +23,11 @@ fn kdl_files() -> Vec<std::path::PathBuf> {
 
 fn comments(text: &str) -> Vec<String> {
     text.lines()
-        .filter_map(|l| l.find("//").or_else(|| l.find("/*")).map(|i| l[i..].trim().to_string()))
+        .filter_map(|l| {
+            l.find("//")
+                .or_else(|| l.find("/*"))
+                .map(|i| l[i..].trim().to_string())
+        })
         .collect()
 }
 
@@ -36,7 +40,12 @@ fn idempotent_and_keeps_comments_on_every_example() {
         let once = format(&text).unwrap();
         let twice = format(&once).unwrap();
         assert_eq!(once, twice, "not idempotent: {}", f.display());
-        assert_eq!(comments(&text), comments(&once), "comments changed: {}", f.display());
+        assert_eq!(
+            comments(&text),
+            comments(&once),
+            "comments changed: {}",
+            f.display()
+        );
         // The shipped files are already canonical.
         assert_eq!(text, once, "{} is not formatted", f.display());
     }
@@ -56,7 +65,10 @@ fn escapes_round_trip() {
     let out = format(src).unwrap();
     let a = kdl::KdlDocument::parse_v2(src).unwrap();
     let b = kdl::KdlDocument::parse_v2(&out).unwrap();
-    assert_eq!(a.nodes()[0].entries()[1].value(), b.nodes()[0].entries()[1].value());
+    assert_eq!(
+        a.nodes()[0].entries()[1].value(),
+        b.nodes()[0].entries()[1].value()
+    );
 }
 
 #[test]

@@ -18,7 +18,10 @@ fn check_invalid(path: &Path) -> String {
         // Every diagnostic names the file, line and column.
         let header = format!("[{}:{}:{}]", d.loc.file, d.loc.line, d.loc.column);
         let rendered = render(std::slice::from_ref(d));
-        assert!(rendered.contains(&header), "{name}: `{header}` missing in:\n{rendered}");
+        assert!(
+            rendered.contains(&header),
+            "{name}: `{header}` missing in:\n{rendered}"
+        );
         assert!(d.code.starts_with("warden::"), "{name}: code {}", d.code);
     }
     render(&loaded.diagnostics)
@@ -44,7 +47,11 @@ fn ok(text: &str) -> warden_lang::Model {
 
 fn errors(text: &str) -> Vec<(&'static str, u32)> {
     let loaded = load(&SourceFile::new("t.kdl", text), &warden_lang::NoFiles);
-    loaded.diagnostics.iter().map(|d| (d.code, d.loc.line)).collect()
+    loaded
+        .diagnostics
+        .iter()
+        .map(|d| (d.code, d.loc.line))
+        .collect()
 }
 
 const MINIMAL: &str = "image \"i\" {\n    from-host \"/bin/sh\"\n}\nsandbox \"s\" {\n    image \"i\"\n    command \"/bin/sh\"\n}\n";
@@ -56,7 +63,10 @@ fn nearly_empty_sandbox_is_the_strictest() {
     assert_eq!((s.user, s.group), (1000, 1000));
     assert!(s.egress.is_none(), "no egress block means no network");
     assert!(s.filesystem.read_write.is_empty(), "nothing writable");
-    assert_eq!(s.filesystem.landlock, None, "None means the default, required");
+    assert_eq!(
+        s.filesystem.landlock, None,
+        "None means the default, required"
+    );
     assert!(s.capabilities.is_empty() && s.allow_syscalls.is_empty());
     assert_eq!(s.limits.memory, 1 << 30);
     assert_eq!(s.limits.pids, 256);
@@ -64,7 +74,9 @@ fn nearly_empty_sandbox_is_the_strictest() {
 
 #[test]
 fn all_errors_reported_at_once() {
-    let e = errors("image \"i\" {\n    from-host \"/bin/sh\"\n}\nsandbox \"s\" {\n    image \"j\"\n    command \"sh\"\n    limits memory=\"2Gb\"\n    egress {\n        allow \"*.com\"\n    }\n}\n");
+    let e = errors(
+        "image \"i\" {\n    from-host \"/bin/sh\"\n}\nsandbox \"s\" {\n    image \"j\"\n    command \"sh\"\n    limits memory=\"2Gb\"\n    egress {\n        allow \"*.com\"\n    }\n}\n",
+    );
     assert_eq!(
         e,
         vec![
@@ -83,7 +95,9 @@ fn layout_defaults_apply_and_can_be_overridden() {
     assert_eq!(s.filesystem.read_write, vec!["/sandbox", "/tmp"]);
     assert_eq!(s.workdir, "/sandbox");
     assert!(m.order("read-code").is_some());
-    let m = ok("layout \"strict\"\nimage \"i\" {\n    from-host \"/bin/sh\"\n}\nsandbox \"s\" {\n    image \"i\"\n    command \"/bin/sh\"\n    limits memory=\"3GiB\"\n}\n");
+    let m = ok(
+        "layout \"strict\"\nimage \"i\" {\n    from-host \"/bin/sh\"\n}\nsandbox \"s\" {\n    image \"i\"\n    command \"/bin/sh\"\n    limits memory=\"3GiB\"\n}\n",
+    );
     assert_eq!(m.sandboxes[0].limits.memory, 3 << 30);
     // The whole `limits` node is replaced: pids falls back to the built-in default.
     assert_eq!(m.sandboxes[0].limits.pids, 256);
@@ -96,13 +110,21 @@ fn layout_files_resolve_relative_to_the_including_file() {
         fn load(&self, base: &str, path: &str) -> Result<SourceFile, String> {
             let full = warden_lang::join(base, path);
             match full.as_str() {
-                "shared/base.kdl" => Ok(SourceFile::new(full, "layout \"./more.kdl\"\ndefaults {\n    user 2000\n}\n")),
-                "shared/more.kdl" => Ok(SourceFile::new(full, "defaults {\n    workdir \"/w\"\n}\n")),
+                "shared/base.kdl" => Ok(SourceFile::new(
+                    full,
+                    "layout \"./more.kdl\"\ndefaults {\n    user 2000\n}\n",
+                )),
+                "shared/more.kdl" => {
+                    Ok(SourceFile::new(full, "defaults {\n    workdir \"/w\"\n}\n"))
+                }
                 _ => Err(format!("no `{full}`")),
             }
         }
     }
-    let loaded = load(&SourceFile::new("t.kdl", format!("layout \"shared/base.kdl\"\n{MINIMAL}")), &Map);
+    let loaded = load(
+        &SourceFile::new("t.kdl", format!("layout \"shared/base.kdl\"\n{MINIMAL}")),
+        &Map,
+    );
     let m = loaded.model.expect("valid");
     assert_eq!(m.sandboxes[0].user, 2000);
     assert_eq!(m.sandboxes[0].workdir, "/w");
@@ -114,7 +136,10 @@ fn layout_cycle_is_an_error() {
     struct Cyc;
     impl warden_lang::Loader for Cyc {
         fn load(&self, _b: &str, path: &str) -> Result<SourceFile, String> {
-            Ok(SourceFile::new(path.to_string(), format!("layout \"{path}\"\n")))
+            Ok(SourceFile::new(
+                path.to_string(),
+                format!("layout \"{path}\"\n"),
+            ))
         }
     }
     let loaded = load(&SourceFile::new("t.kdl", "layout \"./a.kdl\"\n"), &Cyc);
@@ -124,8 +149,14 @@ fn layout_cycle_is_an_error() {
 
 #[test]
 fn did_you_mean() {
-    let loaded = load(&SourceFile::new("t.kdl", "sandbx \"a\"\n"), &warden_lang::NoFiles);
-    assert_eq!(loaded.diagnostics[0].help.as_deref(), Some("did you mean `sandbox`?"));
+    let loaded = load(
+        &SourceFile::new("t.kdl", "sandbx \"a\"\n"),
+        &warden_lang::NoFiles,
+    );
+    assert_eq!(
+        loaded.diagnostics[0].help.as_deref(),
+        Some("did you mean `sandbox`?")
+    );
 }
 
 #[test]

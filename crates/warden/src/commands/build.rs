@@ -40,7 +40,9 @@ pub fn cache_dir() -> PathBuf {
     if root {
         return PathBuf::from("/var/cache/warden");
     }
-    std::env::var("HOME").map(|h| PathBuf::from(h).join(".cache/warden")).unwrap_or_else(|_| PathBuf::from("/tmp/warden-cache"))
+    std::env::var("HOME")
+        .map(|h| PathBuf::from(h).join(".cache/warden"))
+        .unwrap_or_else(|_| PathBuf::from("/tmp/warden-cache"))
 }
 
 unsafe extern "C" {
@@ -49,12 +51,16 @@ unsafe extern "C" {
 }
 
 fn epoch() -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Build every image of the file (reusing cached ones), with a progress bar on a terminal.
 pub fn build_images(p: &Project, compiled: &Compiled) -> Result<Vec<BuiltImage>, String> {
-    let init = std::env::current_exe().map_err(|e| format!("cannot find the warden binary: {}", project::io_msg(&e)))?;
+    let init = std::env::current_exe()
+        .map_err(|e| format!("cannot find the warden binary: {}", project::io_msg(&e)))?;
     let ctx = BuildContext {
         base_dir: PathBuf::from(&p.options.base_dir),
         init_binary: init,
@@ -64,8 +70,10 @@ pub fn build_images(p: &Project, compiled: &Compiled) -> Result<Vec<BuiltImage>,
     };
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} building {msg} [{bar:30}] {pos}/{len} files")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} building {msg} [{bar:30}] {pos}/{len} files",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut out = Vec::new();
     for plan in &compiled.images {
@@ -80,7 +88,8 @@ pub fn build_images(p: &Project, compiled: &Compiled) -> Result<Vec<BuiltImage>,
             }
             Progress::Done { .. } => {}
         };
-        let built = warden_image::build_image(plan, &ctx, &progress).map_err(|e| format!("image `{}`: {e}", plan.name))?;
+        let built = warden_image::build_image(plan, &ctx, &progress)
+            .map_err(|e| format!("image `{}`: {e}", plan.name))?;
         out.push(built);
     }
     bar.finish_and_clear();
@@ -124,20 +133,33 @@ pub fn run(out: &Out, path: &Path, dir: &Path, spec_only: bool) -> anyhow::Resul
     let mut bundles = Vec::new();
     for s in &compiled.sandboxes {
         let Some(img) = images.iter().find(|i| i.name == s.plan.image) else {
-            eprintln!("error: sandbox `{}` names image `{}`, which was not built", s.name, s.plan.image);
+            eprintln!(
+                "error: sandbox `{}` names image `{}`, which was not built",
+                s.name, s.plan.image
+            );
             return Ok(Exit::Internal);
         };
         let bdir = dir.join("bundles").join(&s.name);
-        if let Err(e) = warden_image::unpack_bundle(&img.layout_dir, &img.tag, &s.config_json(), &bdir) {
+        if let Err(e) =
+            warden_image::unpack_bundle(&img.layout_dir, &img.tag, &s.config_json(), &bdir)
+        {
             eprintln!("error: cannot write bundle `{}`: {e}", bdir.display());
             return Ok(Exit::Internal);
         }
         let plan = bdir.join(warden_wire::sandbox::SANDBOX_FILE);
         if let Err(e) = project::write_atomic(&plan, s.plan_json().as_bytes()) {
-            eprintln!("error: cannot write `{}`: {}", plan.display(), project::io_msg(&e));
+            eprintln!(
+                "error: cannot write `{}`: {}",
+                plan.display(),
+                project::io_msg(&e)
+            );
             return Ok(Exit::Internal);
         }
-        bundles.push(BundleOut { sandbox: s.name.clone(), image: img.name.clone(), bundle: bdir.display().to_string() });
+        bundles.push(BundleOut {
+            sandbox: s.name.clone(),
+            image: img.name.clone(),
+            bundle: bdir.display().to_string(),
+        });
     }
     if out.json {
         out.json(&serde_json::json!({"images": image_out, "bundles": bundles}));
@@ -163,18 +185,30 @@ fn write_specs(out: &Out, compiled: &Compiled, dir: &Path) -> anyhow::Result<Exi
     for s in &compiled.sandboxes {
         let sdir = dir.join(&s.name);
         if let Err(e) = std::fs::create_dir_all(&sdir) {
-            eprintln!("error: cannot create `{}`: {}", sdir.display(), project::io_msg(&e));
+            eprintln!(
+                "error: cannot create `{}`: {}",
+                sdir.display(),
+                project::io_msg(&e)
+            );
             return Ok(Exit::User);
         }
         let config = sdir.join("config.json");
         let plan = sdir.join(warden_wire::sandbox::SANDBOX_FILE);
         for (f, body) in [(&config, s.config_json()), (&plan, s.plan_json())] {
             if let Err(e) = project::write_atomic(f, body.as_bytes()) {
-                eprintln!("error: cannot write `{}`: {}", f.display(), project::io_msg(&e));
+                eprintln!(
+                    "error: cannot write `{}`: {}",
+                    f.display(),
+                    project::io_msg(&e)
+                );
                 return Ok(Exit::User);
             }
         }
-        written.push(SpecOut { sandbox: s.name.clone(), config: config.display().to_string(), plan: plan.display().to_string() });
+        written.push(SpecOut {
+            sandbox: s.name.clone(),
+            config: config.display().to_string(),
+            plan: plan.display().to_string(),
+        });
     }
     if out.json {
         out.json(&written);

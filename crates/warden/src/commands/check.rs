@@ -1,6 +1,6 @@
+use crate::Exit;
 use crate::project::{self, plural};
 use crate::ui::Out;
-use crate::Exit;
 use serde::Serialize;
 use std::path::Path;
 
@@ -33,8 +33,16 @@ pub fn run(out: &Out, path: &Path) -> anyhow::Result<Exit> {
             return Ok(Exit::User);
         }
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let loaded = warden_lang::load(&src, &project::FsLoader { dir: dir.to_path_buf() });
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let loaded = warden_lang::load(
+        &src,
+        &project::FsLoader {
+            dir: dir.to_path_buf(),
+        },
+    );
     let valid = loaded.model.is_some();
     if out.json {
         let diagnostics = loaded
@@ -62,7 +70,10 @@ pub fn run(out: &Out, path: &Path) -> anyhow::Result<Exit> {
         project::report(out, &loaded.diagnostics);
         if let Some(m) = &loaded.model {
             // A model that loads must also compile; say so only when both hold.
-            let options = warden_compile::CompileOptions { base_dir: "/".into(), state_dir: "/var/lib/warden".into() };
+            let options = warden_compile::CompileOptions {
+                base_dir: "/".into(),
+                state_dir: "/var/lib/warden".into(),
+            };
             if let Err(e) = warden_compile::compile(m, &options) {
                 eprintln!("error: {e}");
                 return Ok(Exit::Internal);

@@ -1,6 +1,6 @@
+use crate::Exit;
 use crate::project;
 use crate::ui::Out;
-use crate::Exit;
 use std::path::Path;
 
 pub fn run(out: &Out, path: &Path) -> anyhow::Result<Exit> {

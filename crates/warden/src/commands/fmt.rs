@@ -1,6 +1,6 @@
+use crate::Exit;
 use crate::project;
 use crate::ui::Out;
-use crate::Exit;
 use std::path::Path;
 
 pub fn run(out: &Out, path: &Path, check: bool) -> anyhow::Result<Exit> {
@@ -17,7 +17,10 @@ pub fn run(out: &Out, path: &Path, check: bool) -> anyhow::Result<Exit> {
             // Show the full diagnostics of the parse failure.
             let loaded = warden_lang::load(&src, &warden_lang::NoFiles);
             project::report(out, &loaded.diagnostics);
-            eprintln!("error: `{}` is not valid KDL; nothing was changed", path.display());
+            eprintln!(
+                "error: `{}` is not valid KDL; nothing was changed",
+                path.display()
+            );
             return Ok(Exit::User);
         }
     };
@@ -27,14 +30,22 @@ pub fn run(out: &Out, path: &Path, check: bool) -> anyhow::Result<Exit> {
     }
     if check {
         if changed {
-            eprintln!("`{}` is not formatted; run `warden fmt {}`", path.display(), path.display());
+            eprintln!(
+                "`{}` is not formatted; run `warden fmt {}`",
+                path.display(),
+                path.display()
+            );
             return Ok(Exit::User);
         }
         return Ok(Exit::Ok);
     }
     if changed {
         if let Err(e) = project::write_atomic(path, formatted.as_bytes()) {
-            eprintln!("error: cannot write `{}`: {}", path.display(), project::io_msg(&e));
+            eprintln!(
+                "error: cannot write `{}`: {}",
+                path.display(),
+                project::io_msg(&e)
+            );
             return Ok(Exit::Internal);
         }
         if !out.json {

@@ -1,6 +1,6 @@
+use crate::Exit;
 use crate::project::{self, plural};
 use crate::ui::Out;
-use crate::Exit;
 use std::path::Path;
 
 pub fn run(out: &Out, path: &Path) -> anyhow::Result<Exit> {
@@ -18,9 +18,16 @@ pub fn run(out: &Out, path: &Path) -> anyhow::Result<Exit> {
         out.json(&serde_json::json!({"passed": results.len() - failed, "failed": failed, "tests": results}));
     } else {
         for r in &results {
-            let scope = r.sandbox.as_deref().map(|s| format!("{s}: ")).unwrap_or_default();
+            let scope = r
+                .sandbox
+                .as_deref()
+                .map(|s| format!("{s}: "))
+                .unwrap_or_default();
             if r.pass {
-                println!("ok     {scope}{} -> {} ({}:{})", r.subject, r.actual, r.file, r.line);
+                println!(
+                    "ok     {scope}{} -> {} ({}:{})",
+                    r.subject, r.actual, r.file, r.line
+                );
             } else {
                 println!(
                     "FAILED {scope}{} -> {}, expected {} ({}:{}): {}",

@@ -17,7 +17,11 @@ fn check_every_example_and_layout() {
 fn check_invalid_exits_1_with_location() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("warden.kdl");
-    std::fs::write(&f, "sandbox \"a\" {\n    image \"nope\"\n    command \"/bin/sh\"\n}\n").unwrap();
+    std::fs::write(
+        &f,
+        "sandbox \"a\" {\n    image \"nope\"\n    command \"/bin/sh\"\n}\n",
+    )
+    .unwrap();
     let (code, out, err) = run(warden().arg("check").current_dir(d.path()));
     assert_eq!(code, 1);
     assert_eq!(out, "");
@@ -45,12 +49,17 @@ fn check_json() {
 fn missing_file_is_a_user_error() {
     let (code, _, err) = run(warden().args(["check", "/nonexistent/warden.kdl"]));
     assert_eq!(code, 1);
-    assert_eq!(err, "error: cannot read `/nonexistent/warden.kdl`: no such file or directory\n");
+    assert_eq!(
+        err,
+        "error: cannot read `/nonexistent/warden.kdl`: no such file or directory\n"
+    );
 }
 
 #[test]
 fn test_quickstart_passes_with_allow_and_deny() {
-    let (code, out, _) = run(warden().arg("test").arg(repo().join("examples/quickstart.kdl")));
+    let (code, out, _) = run(warden()
+        .arg("test")
+        .arg(repo().join("examples/quickstart.kdl")));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("-> allow"), "{out}");
     assert!(out.contains("-> deny"), "{out}");
@@ -70,9 +79,15 @@ fn wrong_expectation_exits_1_and_names_test_and_line() {
     assert_eq!(code, 1);
     let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAILED")).collect();
     assert_eq!(failed.len(), 1, "{out}");
-    assert!(failed[0].contains("CONNECT https://b.example/ -> deny, expected allow"), "{out}");
+    assert!(
+        failed[0].contains("CONNECT https://b.example/ -> deny, expected allow"),
+        "{out}"
+    );
     assert!(failed[0].contains("w.kdl:10"), "{out}");
-    assert!(failed[0].ends_with("no egress rule allows this destination"), "{out}");
+    assert!(
+        failed[0].ends_with("no egress rule allows this destination"),
+        "{out}"
+    );
     assert!(out.ends_with("1 passed, 1 failed\n"));
     let (code, out, _) = run(warden().args(["test", "--json"]).arg(&f));
     assert_eq!(code, 1);
@@ -86,9 +101,16 @@ fn spec_only_is_byte_identical_from_two_working_directories() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let example = repo().join("examples/claude-code.kdl");
-    let (c1, _, e1) = run(warden().args(["build", "--spec-only", "--out"]).arg(a.path().join("out")).arg(&example).current_dir(a.path()));
+    let (c1, _, e1) = run(warden()
+        .args(["build", "--spec-only", "--out"])
+        .arg(a.path().join("out"))
+        .arg(&example)
+        .current_dir(a.path()));
     let rel = pathdiff(&example, b.path());
-    let (c2, _, e2) = run(warden().args(["build", "--spec-only", "--out", "out"]).arg(&rel).current_dir(b.path()));
+    let (c2, _, e2) = run(warden()
+        .args(["build", "--spec-only", "--out", "out"])
+        .arg(&rel)
+        .current_dir(b.path()));
     assert_eq!((c1, c2), (0, 0), "{e1}{e2}");
     for f in ["config.json", "warden.json"] {
         let x = std::fs::read(a.path().join("out/claude").join(f)).unwrap();
@@ -98,7 +120,10 @@ fn spec_only_is_byte_identical_from_two_working_directories() {
     }
     // Relative bind sources resolve against the file's directory, not the cwd.
     let cfg = std::fs::read_to_string(a.path().join("out/claude/config.json")).unwrap();
-    let ws = format!("\"source\": \"{}/workspace\"", repo().join("examples").display());
+    let ws = format!(
+        "\"source\": \"{}/workspace\"",
+        repo().join("examples").display()
+    );
     assert!(cfg.contains(&ws), "{cfg}");
 }
 
@@ -121,13 +146,20 @@ fn pathdiff(target: &std::path::Path, base: &std::path::Path) -> std::path::Path
 fn fmt_check_and_write() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("w.kdl");
-    std::fs::write(&f, "// keep me\nimage  i {\n  from-host \"/bin/sh\" // and me\n}\n").unwrap();
+    std::fs::write(
+        &f,
+        "// keep me\nimage  i {\n  from-host \"/bin/sh\" // and me\n}\n",
+    )
+    .unwrap();
     let (code, _, err) = run(warden().args(["fmt", "--check"]).arg(&f));
     assert_eq!(code, 1);
     assert!(err.contains("is not formatted"), "{err}");
     let (code, _, _) = run(warden().arg("fmt").arg(&f));
     assert_eq!(code, 0);
-    assert_eq!(std::fs::read_to_string(&f).unwrap(), "// keep me\nimage \"i\" {\n    from-host \"/bin/sh\" // and me\n}\n");
+    assert_eq!(
+        std::fs::read_to_string(&f).unwrap(),
+        "// keep me\nimage \"i\" {\n    from-host \"/bin/sh\" // and me\n}\n"
+    );
     let (code, _, _) = run(warden().args(["fmt", "--check"]).arg(&f));
     assert_eq!(code, 0);
     // A broken file is reported and left untouched.
@@ -140,13 +172,23 @@ fn fmt_check_and_write() {
 
 #[test]
 fn explain_names_the_walls() {
-    let (code, out, _) = run(warden().arg("explain").arg(repo().join("examples/quickstart.kdl")));
+    let (code, out, _) = run(warden()
+        .arg("explain")
+        .arg(repo().join("examples/quickstart.kdl")));
     assert_eq!(code, 0);
     assert!(out.contains("sandbox `hello`"), "{out}");
-    assert!(out.contains("may reach deb.debian.org on port 443: package index"), "{out}");
+    assert!(
+        out.contains("may reach deb.debian.org on port 443: package index"),
+        "{out}"
+    );
     assert!(out.contains("the root filesystem is read-only"), "{out}");
-    let (code, out, _) = run(warden().args(["explain", "--json"]).arg(repo().join("examples/local-inference.kdl")));
+    let (code, out, _) = run(warden()
+        .args(["explain", "--json"])
+        .arg(repo().join("examples/local-inference.kdl")));
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["sandboxes"][0]["network"][0], "no network at all: only a loopback interface");
+    assert_eq!(
+        v["sandboxes"][0]["network"][0],
+        "no network at all: only a loopback interface"
+    );
 }
