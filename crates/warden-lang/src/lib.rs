@@ -6,6 +6,7 @@
 
 mod decode;
 pub mod diag;
+pub mod edit;
 pub mod fmt;
 mod load;
 pub mod model;
