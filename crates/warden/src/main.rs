@@ -47,6 +47,16 @@ enum Command {
         #[arg(long)]
         spec_only: bool,
     },
+    /// Build if needed and run one sandbox in the foreground; exits with its code.
+    Run {
+        file: Option<PathBuf>,
+        /// Which sandbox (needed when the file declares more than one).
+        #[arg(long)]
+        sandbox: Option<String>,
+        /// Run this instead of the sandbox's command.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
 }
 
 pub enum Exit {
@@ -55,6 +65,8 @@ pub enum Exit {
     User,
     /// warden itself failed.
     Internal,
+    /// The exit code of the sandboxed command.
+    Code(i32),
 }
 
 fn main() -> ExitCode {
@@ -77,11 +89,17 @@ fn main() -> ExitCode {
             out: dir,
             spec_only,
         } => commands::build::run(&out, &project::file(file), &dir, spec_only),
+        Command::Run {
+            file,
+            sandbox,
+            command,
+        } => commands::run::run(&out, &project::file(file), sandbox.as_deref(), command),
     };
     match result {
         Ok(Exit::Ok) => ExitCode::SUCCESS,
         Ok(Exit::User) => ExitCode::from(1),
         Ok(Exit::Internal) => ExitCode::from(2),
+        Ok(Exit::Code(c)) => ExitCode::from(u8::try_from(c).unwrap_or(255)),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

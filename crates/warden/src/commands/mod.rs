@@ -2,4 +2,5 @@ pub mod build;
 pub mod check;
 pub mod explain;
 pub mod fmt;
+pub mod run;
 pub mod test;
