@@ -47,6 +47,13 @@ enum Command {
         #[arg(long)]
         spec_only: bool,
     },
+    /// List the destinations sandboxes were refused, waiting for a human.
+    Approvals { file: Option<PathBuf> },
+    /// Allow a pending destination: adds the rule to the sandbox's `egress` block in the
+    /// file (comments and layout kept); a running sandbox reloads it within a second.
+    Approve { id: String, file: Option<PathBuf> },
+    /// Refuse a pending destination for good: it stops being listed.
+    Deny { id: String, file: Option<PathBuf> },
     /// Build if needed and run one sandbox in the foreground; exits with its code.
     Run {
         file: Option<PathBuf>,
@@ -89,6 +96,11 @@ fn main() -> ExitCode {
             out: dir,
             spec_only,
         } => commands::build::run(&out, &project::file(file), &dir, spec_only),
+        Command::Approvals { file } => commands::approvals::list(&out, &project::file(file)),
+        Command::Approve { id, file } => {
+            commands::approvals::approve(&out, &project::file(file), &id)
+        }
+        Command::Deny { id, file } => commands::approvals::deny(&out, &project::file(file), &id),
         Command::Run {
             file,
             sandbox,

@@ -14,38 +14,59 @@ use warden_egress::{ProxyConfig, ProxyState};
 
 /// Where warden keeps runtime state: `WARDEN_RUN_DIR`, else `/run/warden`.
 fn run_dir() -> PathBuf {
-    std::env::var("WARDEN_RUN_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/run/warden"))
+    std::env::var("WARDEN_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/run/warden"))
 }
 
 /// Per-sandbox persistent state (approvals, audit log).
 pub fn sandbox_state_dir(p: &Project, sandbox: &str) -> PathBuf {
-    PathBuf::from(&p.options.state_dir).join("sandboxes").join(sandbox)
+    PathBuf::from(&p.options.state_dir)
+        .join("sandboxes")
+        .join(sandbox)
 }
 
-fn pick<'a>(compiled: &'a [CompiledSandbox], name: Option<&str>) -> Result<&'a CompiledSandbox, String> {
+fn pick<'a>(
+    compiled: &'a [CompiledSandbox],
+    name: Option<&str>,
+) -> Result<&'a CompiledSandbox, String> {
     match name {
         Some(n) => compiled.iter().find(|s| s.name == n).ok_or_else(|| {
             let names: Vec<&str> = compiled.iter().map(|s| s.name.as_str()).collect();
-            format!("no sandbox named `{n}`; the file declares: {}", names.join(", "))
+            format!(
+                "no sandbox named `{n}`; the file declares: {}",
+                names.join(", ")
+            )
         }),
         None if compiled.len() == 1 => Ok(&compiled[0]),
         None if compiled.is_empty() => Err("the file declares no sandbox".into()),
         None => {
             let names: Vec<&str> = compiled.iter().map(|s| s.name.as_str()).collect();
-            Err(format!("the file declares several sandboxes; pick one with `--sandbox` ({})", names.join(", ")))
+            Err(format!(
+                "the file declares several sandboxes; pick one with `--sandbox` ({})",
+                names.join(", ")
+            ))
         }
     }
 }
 
 /// A bundle for this sandbox and image, unpacked once and reused while neither changes.
-fn bundle_for(s: &CompiledSandbox, layout: &Path, tag: &str, digest: &str) -> Result<PathBuf, String> {
+fn bundle_for(
+    s: &CompiledSandbox,
+    layout: &Path,
+    tag: &str,
+    digest: &str,
+) -> Result<PathBuf, String> {
     use std::hash::{Hash, Hasher};
     let config = s.config_json();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (digest, &config).hash(&mut h);
-    let dir = crate::commands::build::cache_dir().join("bundles").join(format!("{}-{:016x}", s.name, h.finish()));
+    let dir = crate::commands::build::cache_dir()
+        .join("bundles")
+        .join(format!("{}-{:016x}", s.name, h.finish()));
     if !dir.join("config.json").exists() {
-        warden_image::unpack_bundle(layout, tag, &config, &dir).map_err(|e| format!("cannot unpack the bundle of `{}`: {e}", s.name))?;
+        warden_image::unpack_bundle(layout, tag, &config, &dir)
+            .map_err(|e| format!("cannot unpack the bundle of `{}`: {e}", s.name))?;
     }
     Ok(dir)
 }
@@ -53,15 +74,28 @@ fn bundle_for(s: &CompiledSandbox, layout: &Path, tag: &str, digest: &str) -> Re
 fn make_host_dirs(s: &CompiledSandbox) -> Result<(), String> {
     for d in &s.plan.host_dirs {
         let path = Path::new(&d.path);
-        std::fs::create_dir_all(path).map_err(|e| format!("cannot create `{}`: {}", d.path, project::io_msg(&e)))?;
+        std::fs::create_dir_all(path)
+            .map_err(|e| format!("cannot create `{}`: {}", d.path, project::io_msg(&e)))?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("cannot set the mode of `{}`: {}", d.path, project::io_msg(&e)))?;
-        std::os::unix::fs::chown(path, Some(d.uid), Some(d.gid)).map_err(|e| format!("cannot chown `{}`: {}", d.path, project::io_msg(&e)))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            format!(
+                "cannot set the mode of `{}`: {}",
+                d.path,
+                project::io_msg(&e)
+            )
+        })?;
+        std::os::unix::fs::chown(path, Some(d.uid), Some(d.gid))
+            .map_err(|e| format!("cannot chown `{}`: {}", d.path, project::io_msg(&e)))?;
     }
     Ok(())
 }
 
-pub fn run(out: &Out, path: &Path, sandbox: Option<&str>, command: Vec<String>) -> anyhow::Result<Exit> {
+pub fn run(
+    out: &Out,
+    path: &Path,
+    sandbox: Option<&str>,
+    command: Vec<String>,
+) -> anyhow::Result<Exit> {
     let p = match project::load(out, path) {
         Ok(p) => p,
         Err(e) => return Ok(e),
@@ -88,22 +122,29 @@ pub fn run(out: &Out, path: &Path, sandbox: Option<&str>, command: Vec<String>) 
         eprintln!("error: image `{}` was not built", s.plan.image);
         return Ok(Exit::Internal);
     };
-    let bundle = match bundle_for(s, &img.layout_dir, &img.tag, &img.manifest_digest).and_then(|b| make_host_dirs(s).map(|()| b)) {
+    let bundle = match bundle_for(s, &img.layout_dir, &img.tag, &img.manifest_digest)
+        .and_then(|b| make_host_dirs(s).map(|()| b))
+    {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(Exit::Internal);
         }
     };
-    let mut opts = warden_runtime::RunOptions::new(warden_runtime::new_container_id(&s.name), run_dir());
+    let mut opts =
+        warden_runtime::RunOptions::new(warden_runtime::new_container_id(&s.name), run_dir());
     if !command.is_empty() {
         opts.args_override = Some(command);
     }
     // Egress: a proxy served from here, bound inside the sandbox's network namespace.
     let mut egress: Option<(tokio::runtime::Runtime, Arc<ProxyState>)> = None;
     if let Some(policy) = s.plan.egress.clone() {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        let state = match ProxyState::new(policy, ProxyConfig::new(sandbox_state_dir(&p, &s.name))) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let state = match ProxyState::new(policy, ProxyConfig::new(sandbox_state_dir(&p, &s.name)))
+        {
             Ok(st) => st,
             Err(e) => {
                 eprintln!("error: cannot start the egress proxy of `{}`: {e}", s.name);
@@ -124,10 +165,18 @@ pub fn run(out: &Out, path: &Path, sandbox: Option<&str>, command: Vec<String>) 
         egress = Some((rt, state));
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = egress.as_ref().map(|(_, state)| spawn_watcher(path.to_path_buf(), s.name.clone(), state.clone(), stop.clone()));
+    let watcher = egress.as_ref().map(|(_, state)| {
+        spawn_watcher(
+            path.to_path_buf(),
+            s.name.clone(),
+            state.clone(),
+            stop.clone(),
+        )
+    });
     let result = warden_runtime::run_foreground(&bundle, &opts);
     stop.store(true, Ordering::Relaxed);
     if let Some(w) = watcher {
+        w.thread().unpark();
         let _ = w.join();
     }
     if let Some((rt, state)) = egress {
@@ -144,26 +193,51 @@ pub fn run(out: &Out, path: &Path, sandbox: Option<&str>, command: Vec<String>) 
 }
 
 /// Reload the egress policy when the file changes (hand edits, `warden approve`).
-fn spawn_watcher(path: PathBuf, sandbox: String, state: Arc<ProxyState>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn spawn_watcher(
+    path: PathBuf,
+    sandbox: String,
+    state: Arc<ProxyState>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let mut last = stamp(&path);
         while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(250));
+            // Woken early by `unpark` when the run ends.
+            std::thread::park_timeout(Duration::from_millis(250));
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             let now = stamp(&path);
             if now == last {
                 continue;
             }
             last = now;
-            let quiet = Out { json: false, diagnostics_as_json: false };
+            let quiet = Out {
+                json: false,
+                diagnostics_as_json: false,
+            };
             let Ok(p) = project::load(&quiet, &path) else {
-                eprintln!("warden: `{}` changed but is invalid; keeping the current egress policy", path.display());
+                eprintln!(
+                    "warden: `{}` changed but is invalid; keeping the current egress policy",
+                    path.display()
+                );
                 continue;
             };
-            let Ok(c) = project::compile(&p) else { continue };
-            if let Some(policy) = c.sandboxes.iter().find(|x| x.name == sandbox).and_then(|x| x.plan.egress.clone()) {
+            let Ok(c) = project::compile(&p) else {
+                continue;
+            };
+            if let Some(policy) = c
+                .sandboxes
+                .iter()
+                .find(|x| x.name == sandbox)
+                .and_then(|x| x.plan.egress.clone())
+            {
                 match state.reload(policy) {
-                    Ok(()) => eprintln!("warden: egress policy of `{sandbox}` reloaded from `{}`", path.display()),
+                    Ok(()) => eprintln!(
+                        "warden: egress policy of `{sandbox}` reloaded from `{}`",
+                        path.display()
+                    ),
                     Err(e) => eprintln!("warden: cannot reload the egress policy: {e}"),
                 }
             }

@@ -1,5 +1,6 @@
 //! CLI tests: exit codes, stdout and stderr of the `warden` binary.
 
+mod egress;
 mod lang;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,208 @@
+//! `warden approvals`, `approve ID`, `deny ID`: blocked destinations become rules in the
+//! file itself, so what runs never drifts from what is reviewed.
+
+use crate::Exit;
+use crate::commands::run::sandbox_state_dir;
+use crate::project::{self, Project};
+use crate::ui::Out;
+use std::path::Path;
+use warden_egress::Approval;
+
+fn pending(p: &Project) -> Vec<Approval> {
+    let mut all: Vec<Approval> = p
+        .model
+        .sandboxes
+        .iter()
+        .flat_map(|s| warden_egress::load_approvals(&sandbox_state_dir(p, &s.name)))
+        .collect();
+    all.sort_by(|a, b| (a.first_seen, &a.id).cmp(&(b.first_seen, &b.id)));
+    all
+}
+
+pub fn list(out: &Out, path: &Path) -> anyhow::Result<Exit> {
+    let p = match project::load(out, path) {
+        Ok(p) => p,
+        Err(e) => return Ok(e),
+    };
+    let all = pending(&p);
+    if out.json {
+        out.json(&all);
+        return Ok(Exit::Ok);
+    }
+    if all.is_empty() {
+        eprintln!("no pending approvals");
+        return Ok(Exit::Ok);
+    }
+    println!(
+        "{:<12}  {:<14}  {:<32}  {:>5}  {:<10}  reason",
+        "id", "sandbox", "destination", "count", "last seen"
+    );
+    for a in &all {
+        let dest = match &a.method {
+            Some(m) => format!("{m} {}:{}", a.host, a.port),
+            None => format!("{}:{}", a.host, a.port),
+        };
+        println!(
+            "{:<12}  {:<14}  {:<32}  {:>5}  {:<10}  {}",
+            a.id,
+            a.sandbox,
+            dest,
+            a.count,
+            date(a.last_seen),
+            a.reason
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+fn find(p: &Project, id: &str) -> Option<Approval> {
+    pending(p).into_iter().find(|a| a.id == id)
+}
+
+pub fn approve(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
+    let p = match project::load(out, path) {
+        Ok(p) => p,
+        Err(e) => return Ok(e),
+    };
+    let Some(a) = find(&p, id) else {
+        eprintln!("error: no pending approval `{id}` (see `warden approvals`)");
+        return Ok(Exit::User);
+    };
+    let host = a.host.trim_start_matches('[').trim_end_matches(']');
+    let rule = format!(
+        "allow {} port={} reason={}",
+        quote(host),
+        a.port,
+        quote(&format!("approved {} ({})", date(now()), a.id))
+    );
+    let src = match project::read_source(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::User);
+        }
+    };
+    let edited = match warden_lang::edit::add_egress_rule(&src.text, &a.sandbox, &rule) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot add the rule to `{}`: {e}", path.display());
+            return Ok(Exit::User);
+        }
+    };
+    // The edited file must still be valid before it replaces the old one.
+    let check = warden_lang::load(
+        &warden_lang::SourceFile::new(path.display().to_string(), edited.clone()),
+        &project::FsLoader {
+            dir: path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+        },
+    );
+    if check.model.is_none() {
+        project::report(out, &check.diagnostics);
+        eprintln!(
+            "error: adding `{rule}` would make `{}` invalid; nothing was changed",
+            path.display()
+        );
+        return Ok(Exit::User);
+    }
+    if let Err(e) = project::write_atomic(path, edited.as_bytes()) {
+        eprintln!(
+            "error: cannot write `{}`: {}",
+            path.display(),
+            project::io_msg(&e)
+        );
+        return Ok(Exit::Internal);
+    }
+    if let Err(e) = warden_egress::mark_approved(&sandbox_state_dir(&p, &a.sandbox), &a.id) {
+        eprintln!(
+            "warning: the rule was added but the approval could not be marked: {}",
+            project::io_msg(&e)
+        );
+    }
+    if out.json {
+        out.json(&serde_json::json!({"id": a.id, "sandbox": a.sandbox, "rule": rule, "file": path.display().to_string()}));
+    } else {
+        eprintln!(
+            "added to sandbox `{}` in `{}`: {rule}",
+            a.sandbox,
+            path.display()
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+pub fn deny(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
+    let p = match project::load(out, path) {
+        Ok(p) => p,
+        Err(e) => return Ok(e),
+    };
+    let Some(a) = find(&p, id) else {
+        eprintln!("error: no pending approval `{id}` (see `warden approvals`)");
+        return Ok(Exit::User);
+    };
+    match warden_egress::deny_approval(&sandbox_state_dir(&p, &a.sandbox), &a.id) {
+        Ok(_) => {
+            if out.json {
+                out.json(&serde_json::json!({"id": a.id, "sandbox": a.sandbox, "denied": true}));
+            } else {
+                eprintln!(
+                    "denied `{}:{}` for sandbox `{}`; it will not be listed again",
+                    a.host, a.port, a.sandbox
+                );
+            }
+            Ok(Exit::Ok)
+        }
+        Err(e) => {
+            eprintln!("error: cannot record the denial: {}", project::io_msg(&e));
+            Ok(Exit::Internal)
+        }
+    }
+}
+
+fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DD` (UTC) of a unix time; civil-from-days.
+pub fn date(secs: u64) -> String {
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::date(0), "1970-01-01");
+        assert_eq!(super::date(1_795_305_600), "2026-11-22");
+        assert_eq!(super::date(951_782_400), "2000-02-29");
+    }
+}
