@@ -2,6 +2,7 @@
 
 mod egress;
 mod lang;
+mod runtime;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
