@@ -2,12 +2,16 @@
 //! on the same bundle (user namespace, all namespaces, cgroup limits, warden-init as PID 1
 //! with Landlock and seccomp), interleaved in one run.
 //!
-//! Usage: `cargo xtask bench run [--runs N] [--init PATH] [--warden-cmd "CMD ... {bundle}"]`
+//! Usage: `cargo xtask bench run [--runs N] [--init PATH] [--state DIR]
+//! [--warden-cmd "CMD ... {bundle} ... {state}"]`
 //!
 //! - `--warden-cmd`: the warden side; `{bundle}` is replaced by the bundle directory.
 //!   Default: the `warden-run` example of warden-runtime (`warden-run run {bundle}`);
 //!   once the CLI exists: `--warden-cmd "target/release/warden run --bundle {bundle}"`.
 //! - `--init`: a static warden-init; default: built here with `+crt-static`.
+//! - `--state`: where every runtime keeps its state (`DIR/warden`, `--root DIR/crun`,
+//!   `--root DIR/runc`); default `/run`. Debian's `/run` is a tmpfs; on machines where it is
+//!   not, state writes cost every runtime alike.
 //!
 //! crun 1.8 refuses this cgroup v1 hybrid host unless it sees only the v1 hierarchies, so
 //! it runs in a private mount namespace where `/sys/fs/cgroup/unified` is unmounted (set up
@@ -100,7 +104,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         None => {
             cargo_build(&["-p", "warden-runtime", "--example", "warden-run"], None)?;
             let exe = target_dir().join("release/examples/warden-run");
-            format!("{} run {{bundle}} --state /run/warden-bench", exe.display())
+            format!("{} run {{bundle}} --state {{state}}", exe.display())
         }
     };
 
@@ -118,15 +122,20 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if !status.success() {
         bail!("making the bundle in `{}` failed", dir.display());
     }
-    let result = measure(&dir, &warden_cmd, runs);
+    let state = PathBuf::from(arg_value(args, "--state").unwrap_or_else(|| "/run".into()));
+    let result = measure(&dir, &state, &warden_cmd, runs);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn measure(bundle: &Path, warden_cmd: &str, runs: usize) -> anyhow::Result<()> {
+fn measure(bundle: &Path, state: &Path, warden_cmd: &str, runs: usize) -> anyhow::Result<()> {
+    let warden_state = state.join("warden").display().to_string();
     let words: Vec<String> = warden_cmd
         .split_whitespace()
-        .map(|w| w.replace("{bundle}", &bundle.display().to_string()))
+        .map(|w| {
+            w.replace("{bundle}", &bundle.display().to_string())
+                .replace("{state}", &warden_state)
+        })
         .collect();
     let (program, rest) = words.split_first().context("--warden-cmd is empty")?;
     let (program, rest) = (program.clone(), rest.to_vec());
@@ -141,12 +150,15 @@ fn measure(bundle: &Path, warden_cmd: &str, runs: usize) -> anyhow::Result<()> {
     }];
     let pid = std::process::id();
     let b = bundle.to_path_buf();
+    let crun_root = state.join("crun");
     if which("crun") {
         runtimes.push(Runtime {
             name: "crun",
             command: Box::new(move |i| {
                 let mut c = Command::new("crun");
-                c.arg("run")
+                c.arg("--root")
+                    .arg(&crun_root)
+                    .arg("run")
                     .arg("--bundle")
                     .arg(&b)
                     .arg(format!("bench-crun-{pid}-{i}"));
@@ -158,12 +170,15 @@ fn measure(bundle: &Path, warden_cmd: &str, runs: usize) -> anyhow::Result<()> {
         });
     }
     let b = bundle.to_path_buf();
+    let runc_root = state.join("runc");
     if which("runc") {
         runtimes.push(Runtime {
             name: "runc",
             command: Box::new(move |i| {
                 let mut c = Command::new("runc");
-                c.arg("run")
+                c.arg("--root")
+                    .arg(&runc_root)
+                    .arg("run")
                     .arg("--bundle")
                     .arg(&b)
                     .arg(format!("bench-runc-{pid}-{i}"));

@@ -25,7 +25,10 @@ pub fn add_egress_rule(text: &str, sandbox: &str, rule: &str) -> Result<String, 
         .first()
         .map(indent_of)
         .unwrap_or_else(|| format!("{sb_indent}    "));
-    let has_egress = children.nodes().iter().any(|n| n.name().value() == "egress");
+    let has_egress = children
+        .nodes()
+        .iter()
+        .any(|n| n.name().value() == "egress");
     if !has_egress {
         let mut eg = KdlNode::new("egress");
         eg.set_children(KdlDocument::new());
@@ -65,14 +68,20 @@ pub fn add_egress_rule(text: &str, sandbox: &str, rule: &str) -> Result<String, 
 fn indent_of(n: &KdlNode) -> String {
     let leading = n.format().map(|f| f.leading.as_str()).unwrap_or("");
     let last = leading.rsplit('\n').next().unwrap_or("");
-    last.chars().take_while(|c| *c == ' ' || *c == '\t').collect()
+    last.chars()
+        .take_while(|c| *c == ' ' || *c == '\t')
+        .collect()
 }
 
 fn set_line(n: &mut KdlNode, indent: &str) {
     let mut f = n.format().cloned().unwrap_or_default();
     f.leading = indent.to_string();
     // kdl ends a node that has a block with a newline of its own.
-    f.terminator = if n.children().is_some() { String::new() } else { "\n".to_string() };
+    f.terminator = if n.children().is_some() {
+        String::new()
+    } else {
+        "\n".to_string()
+    };
     f.before_children = " ".to_string();
     n.set_format(f);
 }

@@ -1,1 +1,43 @@
-//! warden-runtime
+//! warden-runtime: runs a compiled OCI bundle in the foreground through youki's
+//! `libcontainer`, and owns everything else that touches the kernel's container machinery
+//! (network namespace setup, cgroup clean-up, signal forwarding).
+//!
+//! One run, start to end ([`run_foreground`]):
+//!
+//! 1. read `<bundle>/config.json`, apply the run's changes (command override, a cgroup
+//!    path unique to the run, absolute root and bind sources) and write the result to
+//!    `<state_root>/bundles/<id>/config.json` (the compiled bundle is never modified);
+//! 2. install handlers for the forwarded signals (so Ctrl-C cannot kill warden before it
+//!    cleans up), create the container (`<state_root>/containers/<id>`);
+//! 3. bring `lo` up inside the container's network namespace, run the caller's
+//!    `before_start` hook (the egress proxy binds its port in that namespace there);
+//! 4. start, wait for the container's init (a direct child) while forwarding signals;
+//! 5. always: kill and reap the init if it still runs, remove every cgroup directory of
+//!    the run in every hierarchy (leaf first, killing stragglers), the state directory and
+//!    the bundle copy. libcontainer's `delete` is not used: it rebuilds its cgroup manager
+//!    from `/proc/self/mountinfo` once per controller (milliseconds on a v1 host) and only
+//!    adds poststop hooks, which warden bundles do not have (refused).
+//!
+//! Requirements on the bundle (what the compiler emits): an absolute `cgroupsPath` (its
+//! parent is kept, the last component becomes the container id), no OCI `hooks`, a root
+//! and bundle directory the mapped container root can traverse (mode `0755`), and no
+//! `/sys/fs/cgroup` mount (libcontainer mounts it writable on cgroup v1).
+//!
+//! Invariants: the library never prints; every error names the container or path involved.
+
+mod cgroup;
+mod error;
+mod netns;
+mod run;
+mod signals;
+mod spec;
+mod stale;
+
+pub use cgroup::leftover_cgroups;
+pub use error::RuntimeError;
+pub use netns::{bind_in_netns, loopback_up_in_netns};
+pub use run::{
+    BeforeStart, NetworkSetup, RunOptions, StartContext, Stdio, new_container_id, run_foreground,
+};
+pub use signals::{FORWARDED_SIGNALS, exit_code_for_signal};
+pub use stale::{OWNER_ANNOTATION, remove_stale};

@@ -152,7 +152,7 @@ fn no_input_panics() {
         base_dir: "/p".into(),
         state_dir: "/s".into(),
     };
-    let mut rng = Rng(0x5eed_0f_3a_7d);
+    let mut rng = Rng(0x005e_ed0f_3a7d);
     let (mut valid, mut n) = (0u64, 0u64);
     while n < iterations {
         let input = if n % 10 == 0 {

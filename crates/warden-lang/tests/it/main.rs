@@ -170,7 +170,12 @@ fn deeply_nested_input_is_refused_not_crashed() {
 #[test]
 fn approve_edits_keep_everything_else() {
     let text = "// top comment\nsandbox \"s\" {\n    image \"i\" // why this image\n    egress {\n        allow \"a.example\" // first\n        /* block */\n        test \"https://a.example/\" expect=\"allow\"\n    }\n}\n\nsandbox \"t\" {\n    image \"i\"\n}\n";
-    let out = warden_lang::edit::add_egress_rule(text, "s", "allow \"b.example\" port=443 reason=\"approved 2026-11-22\"").unwrap();
+    let out = warden_lang::edit::add_egress_rule(
+        text,
+        "s",
+        "allow \"b.example\" port=443 reason=\"approved 2026-11-22\"",
+    )
+    .unwrap();
     assert_eq!(
         out,
         "// top comment\nsandbox \"s\" {\n    image \"i\" // why this image\n    egress {\n        allow \"a.example\" // first\n        allow \"b.example\" port=443 reason=\"approved 2026-11-22\"\n        /* block */\n        test \"https://a.example/\" expect=\"allow\"\n    }\n}\n\nsandbox \"t\" {\n    image \"i\"\n}\n"
@@ -180,5 +185,9 @@ fn approve_edits_keep_everything_else() {
         out,
         "// top comment\nsandbox \"s\" {\n    image \"i\" // why this image\n    egress {\n        allow \"a.example\" // first\n        /* block */\n        test \"https://a.example/\" expect=\"allow\"\n    }\n}\n\nsandbox \"t\" {\n    image \"i\"\n    egress {\n        allow \"c.example\"\n    }\n}\n"
     );
-    assert!(warden_lang::edit::add_egress_rule(text, "nope", "allow \"c\"").unwrap_err().contains("`nope` is not declared"));
+    assert!(
+        warden_lang::edit::add_egress_rule(text, "nope", "allow \"c\"")
+            .unwrap_err()
+            .contains("`nope` is not declared")
+    );
 }

@@ -1,0 +1,484 @@
+//! One foreground run: create, set up, start, wait, clean up.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::syscall::syscall::SyscallType;
+
+use crate::error::RuntimeError;
+use crate::signals::{SignalGuard, exit_code_for_signal, is_terminating};
+use crate::{cgroup, netns, spec, stale};
+
+/// How long the runtime waits for the init after forwarding a terminating signal when the
+/// bundle does not run warden-init (whose grace period is used otherwise).
+const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
+/// Extra time on top of warden-init's grace period: warden-init kills the command when
+/// the grace period is over and needs a moment to exit itself.
+const KILL_MARGIN: Duration = Duration::from_secs(2);
+/// How long clean-up waits for the cgroups' last processes to exit.
+const CLEANUP_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What the network namespace gets before the command starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetworkSetup {
+    /// Bring `lo` up (a new network namespace starts with it down). Only `lo` exists, so
+    /// the sandbox's one way out is whatever the `before_start` hook binds there.
+    #[default]
+    LoopbackUp,
+    /// Leave the namespace as the kernel created it.
+    Untouched,
+}
+
+/// The container's standard streams; `None` inherits the caller's.
+#[derive(Debug, Default)]
+pub struct Stdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// What a `before_start` hook learns about the created (not yet started) container.
+#[derive(Debug, Clone, Copy)]
+pub struct StartContext<'a> {
+    pub container_id: &'a str,
+    /// Host pid of the container's init; `/proc/<pid>/ns/*` are its namespaces, e.g. for
+    /// [`crate::bind_in_netns`].
+    pub init_pid: i32,
+}
+
+/// Runs between create and start, after the network setup. An error aborts the run (the
+/// container is deleted). The egress proxy binds its listener in the sandbox here.
+pub type BeforeStart = Box<
+    dyn Fn(&StartContext<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
+>;
+
+/// How to run a bundle.
+pub struct RunOptions {
+    /// Unique among the runs under `state_root`; also the last component of the run's
+    /// cgroup path. See [`new_container_id`].
+    pub container_id: String,
+    /// Holds `containers/<id>` (libcontainer's state) and `bundles/<id>` (the run's
+    /// config); e.g. `/run/warden`.
+    pub state_root: PathBuf,
+    /// Replaces the command (what follows `--` in `/.warden/init -- CMD...`).
+    pub args_override: Option<Vec<String>>,
+    pub stdio: Stdio,
+    pub network: NetworkSetup,
+    pub before_start: Option<BeforeStart>,
+    /// After forwarding a terminating signal, kill the init if it is still running after
+    /// this long. Default: warden-init's grace period plus 2 s, or 10 s without warden-init.
+    pub kill_after: Option<Duration>,
+}
+
+impl RunOptions {
+    pub fn new(container_id: impl Into<String>, state_root: impl Into<PathBuf>) -> Self {
+        Self {
+            container_id: container_id.into(),
+            state_root: state_root.into(),
+            args_override: None,
+            stdio: Stdio::default(),
+            network: NetworkSetup::default(),
+            before_start: None,
+            kill_after: None,
+        }
+    }
+}
+
+impl fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("container_id", &self.container_id)
+            .field("state_root", &self.state_root)
+            .field("args_override", &self.args_override)
+            .field("stdio", &self.stdio)
+            .field("network", &self.network)
+            .field(
+                "before_start",
+                &self.before_start.as_ref().map(|_| "<hook>"),
+            )
+            .field("kill_after", &self.kill_after)
+            .finish()
+    }
+}
+
+/// `<sandbox>-<12 random hex digits>`: a container id (and cgroup name) for one run.
+pub fn new_container_id(sandbox: &str) -> String {
+    let mut bytes = [0u8; 6];
+    // SAFETY: getrandom fills the buffer it is given.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        // No entropy source: pid and clock still make collisions on one host unlikely.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        bytes[..4].copy_from_slice(&nanos.to_le_bytes());
+        bytes[4..].copy_from_slice(&(std::process::id() as u16).to_le_bytes());
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{sandbox}-{hex}")
+}
+
+fn validate_id(id: &str) -> Result<(), RuntimeError> {
+    let bad = |reason| {
+        Err(RuntimeError::InvalidId {
+            id: id.to_string(),
+            reason,
+        })
+    };
+    if id.is_empty() || id.len() > 128 {
+        return bad("must be 1 to 128 characters long");
+    }
+    if id.starts_with('.') || id.starts_with('-') {
+        return bad("must not start with `.` or `-`");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return bad("may only contain ASCII letters, digits, `-`, `_` and `.`");
+    }
+    Ok(())
+}
+
+/// Runs the bundle at `bundle` in the foreground and returns the command's exit code
+/// (`128 + n` when it was killed by signal `n`). The container, its state and its cgroups
+/// are removed before this returns, whatever happened.
+pub fn run_foreground(bundle: &Path, opts: &RunOptions) -> Result<i32, RuntimeError> {
+    let id = opts.container_id.as_str();
+    validate_id(id)?;
+    let config_path = bundle.join("config.json");
+    let bundle = fs::canonicalize(bundle).map_err(|source| RuntimeError::OpenBundle {
+        path: bundle.to_path_buf(),
+        source,
+    })?;
+    let spec = Spec::load(&config_path).map_err(|source| RuntimeError::ReadBundle {
+        path: config_path.clone(),
+        source,
+    })?;
+    let run =
+        spec::for_run(spec, &bundle, id, opts.args_override.as_deref()).map_err(|reason| {
+            RuntimeError::InvalidBundle {
+                path: config_path.clone(),
+                reason,
+            }
+        })?;
+
+    let containers = opts.state_root.join("containers");
+    let copy = opts.state_root.join("bundles").join(id);
+    let state_dir = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RuntimeError::StateDir { path, source }
+    };
+    fs::create_dir_all(&containers).map_err(state_dir(&containers))?;
+    fs::create_dir_all(copy.parent().unwrap_or(&opts.state_root)).map_err(state_dir(&copy))?;
+    // create_dir (not _all): an existing copy means the id is taken.
+    fs::create_dir(&copy).map_err(state_dir(&copy))?;
+
+    let mut cleanup = Cleanup {
+        id: id.to_string(),
+        container_dir: containers.join(id),
+        bundle_copy: copy.clone(),
+        cgroup_path: run.cgroup_path.clone(),
+        init_pid: None,
+        done: false,
+    };
+    let copy_config = copy.join("config.json");
+    let mut annotations = run.spec.annotations().clone().unwrap_or_default();
+    annotations.insert(stale::OWNER_ANNOTATION.to_string(), stale::self_owner());
+    let mut run = run;
+    run.spec.set_annotations(Some(annotations));
+    run.spec
+        .save(&copy_config)
+        .map_err(|source| RuntimeError::WriteBundle {
+            path: copy_config,
+            source,
+        })?;
+
+    let kill_after = opts.kill_after.unwrap_or_else(|| {
+        run.grace_period
+            .map_or(DEFAULT_KILL_AFTER, |g| g + KILL_MARGIN)
+    });
+    let signals = match SignalGuard::install() {
+        Ok(s) => s,
+        Err(source) => {
+            let _ = cleanup.finish();
+            return Err(RuntimeError::Signals {
+                id: id.to_string(),
+                source,
+            });
+        }
+    };
+    let result = create_start_wait(
+        &mut cleanup,
+        &containers,
+        &copy,
+        &run,
+        opts,
+        &signals,
+        kill_after,
+    );
+    // Signals keep being caught (and ignored) until clean-up is over.
+    let cleaned = cleanup.finish();
+    drop(signals);
+    match (result, cleaned) {
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        (Ok(code), Ok(())) => Ok(code),
+    }
+}
+
+fn create_start_wait(
+    cleanup: &mut Cleanup,
+    containers: &Path,
+    copy: &Path,
+    run: &spec::RunSpec,
+    opts: &RunOptions,
+    signals: &SignalGuard,
+    kill_after: Duration,
+) -> Result<i32, RuntimeError> {
+    let id = opts.container_id.as_str();
+    let create_err = |source| RuntimeError::Create {
+        id: id.to_string(),
+        source,
+    };
+    let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_root_path(containers)
+        .map_err(create_err)?;
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map_err(|e| create_err(libcontainer::error::LibcontainerError::OtherIO(e)))
+    };
+    if let Some(fd) = &opts.stdio.stdin {
+        builder = builder.with_stdin(dup(fd)?);
+    }
+    if let Some(fd) = &opts.stdio.stdout {
+        builder = builder.with_stdout(dup(fd)?);
+    }
+    if let Some(fd) = &opts.stdio.stderr {
+        builder = builder.with_stderr(dup(fd)?);
+    }
+    let mut container = builder
+        .as_init(copy)
+        .with_systemd(false)
+        .build()
+        .map_err(create_err)?;
+    let init_pid = container.pid().map(|p| p.as_raw());
+    cleanup.init_pid = init_pid;
+    let Some(init_pid) = init_pid else {
+        return Err(create_err(libcontainer::error::LibcontainerError::Other(
+            "the created container has no init pid".into(),
+        )));
+    };
+
+    if run.new_netns && opts.network == NetworkSetup::LoopbackUp {
+        netns::loopback_up_in_netns(init_pid).map_err(|source| RuntimeError::Network {
+            id: id.to_string(),
+            source,
+        })?;
+    }
+    if let Some(hook) = &opts.before_start {
+        hook(&StartContext {
+            container_id: id,
+            init_pid,
+        })
+        .map_err(|source| RuntimeError::BeforeStart {
+            id: id.to_string(),
+            source,
+        })?;
+    }
+
+    // A Ctrl-C during creation means: do not start at all.
+    let early = signals.drain();
+    if let Some(&sig) = early.iter().find(|&&s| is_terminating(s)) {
+        return Ok(exit_code_for_signal(sig));
+    }
+    container.start().map_err(|source| RuntimeError::Start {
+        id: id.to_string(),
+        source,
+    })?;
+    for sig in early {
+        // SAFETY: kill(2) to our own child, which we have not reaped yet.
+        unsafe { libc::kill(init_pid, sig) };
+    }
+    let code = wait_forwarding(id, init_pid, signals, kill_after)?;
+    cleanup.init_pid = None;
+    Ok(code)
+}
+
+/// Waits for the init to exit, forwarding signals; returns its exit code.
+fn wait_forwarding(
+    id: &str,
+    init_pid: i32,
+    signals: &SignalGuard,
+    kill_after: Duration,
+) -> Result<i32, RuntimeError> {
+    let wait_err = |source| RuntimeError::Wait {
+        id: id.to_string(),
+        source,
+    };
+    let pidfd = pidfd_open(init_pid).map_err(wait_err)?;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let timeout = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    // SAFETY: kill(2) to our own unreaped child.
+                    unsafe { libc::kill(init_pid, libc::SIGKILL) };
+                    deadline = None;
+                    -1
+                } else {
+                    i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1)
+                }
+            }
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: signals.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: poll on two valid pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(wait_err(e));
+        }
+        if fds[1].revents != 0 {
+            for sig in signals.drain() {
+                // SAFETY: kill(2) to our own unreaped child.
+                unsafe { libc::kill(init_pid, sig) };
+                if is_terminating(sig) && deadline.is_none() {
+                    deadline = Some(Instant::now() + kill_after);
+                }
+            }
+        }
+        if fds[0].revents != 0 {
+            break;
+        }
+    }
+    reap(init_pid).map_err(wait_err)
+}
+
+/// waitpid for `pid`; exit code or 128 + signal.
+fn reap(pid: i32) -> io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child, writing into a live int.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Ok(exit_code_for_signal(libc::WTERMSIG(status)))
+    } else {
+        Err(io::Error::other(format!(
+            "unexpected wait status {status:#x}"
+        )))
+    }
+}
+
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Everything a run leaves behind, removed exactly once, on every path out.
+struct Cleanup {
+    id: String,
+    container_dir: PathBuf,
+    bundle_copy: PathBuf,
+    cgroup_path: PathBuf,
+    /// Set while the init may still be running and unreaped.
+    init_pid: Option<i32>,
+    done: bool,
+}
+
+impl Cleanup {
+    fn finish(&mut self) -> Result<(), RuntimeError> {
+        if self.done {
+            return Ok(());
+        }
+        self.done = true;
+        let mut failures = Vec::new();
+        if let Some(pid) = self.init_pid.take() {
+            // The run failed between create and exit: the init is our child, kill and
+            // reap it so it does not stay a zombie.
+            // SAFETY: kill(2) to our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = reap(pid);
+        }
+        // Not libcontainer's `delete`: it would only kill what is left in the cgroups,
+        // remove them (rebuilding its cgroup manager from /proc/self/mountinfo once per
+        // controller, milliseconds on a v1 host), run poststop hooks (refused in
+        // `spec::for_run`) and remove the state directory. The init is dead by now, so
+        // the kernel has killed the rest of its pid namespace; `cgroup::remove` kills
+        // any straggler it finds and removes every hierarchy's directory, leaf first.
+        // The state files and the cgroups are independent: remove them side by side
+        // (each is a few hundred microseconds of syscalls on the critical path).
+        let dirs = [&self.container_dir, &self.bundle_copy];
+        let (cgroups, files) = std::thread::scope(|s| {
+            let files = s.spawn(|| {
+                dirs.iter()
+                    .filter_map(|dir| match fs::remove_dir_all(dir) {
+                        Ok(()) => None,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                        Err(e) => Some(format!("`{}`: {e}", dir.display())),
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let cgroups = cgroup::remove(&self.cgroup_path, CLEANUP_PATIENCE);
+            (cgroups, files.join())
+        });
+        if let Err(e) = cgroups {
+            failures.push(format!("cgroups: {e}"));
+        }
+        match files {
+            Ok(f) => failures.extend(f),
+            Err(_) => failures.push("removing the state directories panicked".into()),
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Cleanup {
+                id: self.id.clone(),
+                what: failures.join("; "),
+            })
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // Only reached without `finish` on a panic; best effort.
+        let _ = self.finish();
+    }
+}

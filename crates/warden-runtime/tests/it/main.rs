@@ -1,0 +1,613 @@
+//! Integration tests of warden-runtime: real containers through libcontainer, with
+//! warden-init as PID 1 and warden-probe trying to escape. They need root (CI runs as
+//! root) and the Debian package `busybox-static`.
+
+mod spec;
+mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use spec::{HOST_ID_BASE, SandboxSpec, mount};
+use support::*;
+use warden_wire::init::{INIT_CONFIG_ENV, INIT_PATH, InitConfig, Landlock, LandlockMode};
+
+const GRACE_MS: u64 = 1000;
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn init_env() -> String {
+    let config = InitConfig {
+        version: 1,
+        landlock: Landlock {
+            mode: LandlockMode::Required,
+            read_exec: strings(&["/bin", "/usr", "/etc", "/.warden", "/proc", "/sys"]),
+            read_write: strings(&["/tmp", "/dev"]),
+        },
+        seccomp: warden_wire::seccomp::default_rules(),
+        grace_period_ms: GRACE_MS,
+    };
+    format!(
+        "{INIT_CONFIG_ENV}={}",
+        serde_json::to_string(&config).expect("init config json")
+    )
+}
+
+struct Limits {
+    memory_mib: i64,
+    pids: i64,
+}
+
+const DEFAULT_LIMITS: Limits = Limits {
+    memory_mib: 128,
+    pids: 64,
+};
+
+/// A strict sandbox running `cmd` under warden-init, with a writable tmpfs at `/scratch`
+/// that Landlock does not list.
+fn sandbox(cmd: &[&str], limits: Limits) -> Bundle {
+    let bundle = rootfs_bundle();
+    let rootfs = bundle.rootfs();
+    let mut args = strings(&[INIT_PATH, "--"]);
+    args.extend(strings(cmd));
+    write_config(
+        &bundle,
+        SandboxSpec {
+            rootfs: &rootfs,
+            args,
+            env: vec!["PATH=/bin:/usr/bin".into(), init_env()],
+            memory_bytes: limits.memory_mib << 20,
+            pids: limits.pids,
+            extra_mounts: vec![mount(
+                "/scratch",
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "nodev", "mode=1777"],
+            )],
+        },
+    );
+    bundle
+}
+
+/// Probe output: name → fields.
+fn probe_lines(stdout: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    stdout
+        .lines()
+        .map(|l| {
+            let v: BTreeMap<String, String> =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("probe line {l:?}: {e}"));
+            (v["name"].clone(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn echo_prints_hello_and_exits_0() {
+    let _g = serial();
+    let b = sandbox(&["/bin/echo", "hello"], DEFAULT_LIMITS);
+    let o = run(&b, None, |_| {});
+    assert_eq!(
+        (o.code, o.stdout.as_str(), o.stderr.as_str()),
+        (0, "hello\n", "")
+    );
+}
+
+#[test]
+fn args_override_replaces_the_command_and_its_exit_code_comes_back() {
+    let _g = serial();
+    let b = sandbox(&["/bin/echo", "not me"], DEFAULT_LIMITS);
+    let o = run(
+        &b,
+        Some(&["/bin/sh", "-c", "echo overridden; exit 7"]),
+        |_| {},
+    );
+    assert_eq!((o.code, o.stdout.as_str()), (7, "overridden\n"));
+}
+
+#[test]
+fn command_killed_by_a_signal_exits_128_plus_signal() {
+    let _g = serial();
+    let b = sandbox(&["/bin/sh", "-c", "kill -9 $$"], DEFAULT_LIMITS);
+    assert_eq!(run(&b, None, |_| {}).code, 128 + 9);
+}
+
+#[test]
+fn missing_command_exits_127_from_warden_init() {
+    let _g = serial();
+    let b = sandbox(&["/bin/no-such-command"], DEFAULT_LIMITS);
+    assert_eq!(run(&b, None, |_| {}).code, 127);
+}
+
+/// Sends `sig` to this test process once the container has started.
+fn signal_after_start(opts: &mut warden_runtime::RunOptions, sig: i32, delay: Duration) {
+    let started = Arc::new(AtomicBool::new(false));
+    let flag = started.clone();
+    opts.before_start = Some(Box::new(move |_| {
+        flag.store(true, Ordering::SeqCst);
+        Ok(())
+    }));
+    std::thread::spawn(move || {
+        while !started.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(delay);
+        // SAFETY: signals this process; run_foreground has its handlers installed.
+        unsafe { libc::kill(libc::getpid(), sig) };
+    });
+}
+
+#[test]
+fn sigterm_to_warden_is_forwarded_and_the_run_ends_cleanly() {
+    let _g = serial();
+    let b = sandbox(&["/bin/sleep", "100"], DEFAULT_LIMITS);
+    let t0 = Instant::now();
+    let o = run(&b, None, |opts| {
+        signal_after_start(opts, libc::SIGTERM, Duration::from_millis(200))
+    });
+    // sleep dies of the forwarded SIGTERM at once; well within the grace period.
+    assert_eq!(o.code, 128 + libc::SIGTERM);
+    assert!(
+        t0.elapsed() < Duration::from_millis(200 + GRACE_MS),
+        "took {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn command_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let _g = serial();
+    let b = sandbox(
+        &[
+            "/bin/sh",
+            "-c",
+            "trap '' TERM INT; while :; do sleep 1; done",
+        ],
+        DEFAULT_LIMITS,
+    );
+    let t0 = Instant::now();
+    let o = run(&b, None, |opts| {
+        signal_after_start(opts, libc::SIGINT, Duration::from_millis(200))
+    });
+    let took = t0.elapsed();
+    assert_eq!(o.code, 128 + libc::SIGKILL);
+    assert!(
+        took >= Duration::from_millis(200 + GRACE_MS),
+        "took {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(200 + GRACE_MS + 1500),
+        "took {took:?}"
+    );
+}
+
+#[test]
+fn orphans_are_reaped_no_zombies_remain() {
+    let _g = serial();
+    let b = sandbox(
+        &["/usr/bin/warden-probe", "orphans", "200"],
+        Limits {
+            memory_mib: 256,
+            pids: 512,
+        },
+    );
+    let o = run(&b, None, |_| {});
+    assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    let l = probe_lines(&o.stdout);
+    let orphans = &l["orphans"];
+    assert_eq!(
+        (
+            orphans["spawned"].as_str(),
+            orphans["living"].as_str(),
+            orphans["zombies"].as_str()
+        ),
+        ("200", "0", "0")
+    );
+}
+
+#[test]
+fn network_is_loopback_only_and_loopback_is_up() {
+    let _g = serial();
+    let b = sandbox(&["/usr/bin/warden-probe", "net"], DEFAULT_LIMITS);
+    let o = run(&b, None, |_| {});
+    assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    let l = probe_lines(&o.stdout);
+    assert_eq!(l["interfaces"]["detail"], "lo");
+    assert_eq!(l["interface_lo"]["detail"], "up");
+    assert!(
+        l["loopback_connect"]["detail"].starts_with("connected to 127.0.0.1:"),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn bind_in_netns_gives_the_host_a_listener_inside_the_sandbox() {
+    let _g = serial();
+    let b = sandbox(
+        &["/bin/wget", "-q", "-O", "-", "http://127.0.0.1:8080/"],
+        DEFAULT_LIMITS,
+    );
+    let o = run(&b, None, |opts| {
+        opts.before_start = Some(Box::new(|ctx| {
+            let listener = warden_runtime::bind_in_netns(ctx.init_pid, "127.0.0.1:8080".parse()?)?;
+            // Served from the host side: this thread is in the host's namespaces.
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                if let Ok((mut s, _)) = listener.accept() {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf);
+                    let _ =
+                        s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\nfrom host\r\n");
+                }
+            });
+            Ok(())
+        }));
+    });
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "from host\r\n"),
+        "stderr: {}",
+        o.stderr
+    );
+}
+
+#[test]
+fn escape_attempts_are_blocked_with_the_expected_errno() {
+    let _g = serial();
+    let b = sandbox(&["/bin/true"], DEFAULT_LIMITS);
+    // A file that exists on the host but is not mounted into the sandbox.
+    let secret = tempfile::NamedTempFile::new_in("/var/tmp").expect("host secret");
+    std::fs::write(secret.path(), "host secret").expect("write secret");
+    // A setuid copy of the probe owned by the sandbox's root (host uid HOST_ID_BASE):
+    // without no_new_privs it would run with euid 0 inside the sandbox.
+    let suid = b.rootfs().join("usr/bin/warden-probe-suid");
+    std::fs::copy(b.rootfs().join("usr/bin/warden-probe"), &suid).expect("copy probe");
+    std::os::unix::fs::chown(&suid, Some(HOST_ID_BASE), Some(HOST_ID_BASE)).expect("chown");
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).expect("chmod");
+    let secret_path = secret.path().to_str().expect("utf-8 path");
+    let o = run(
+        &b,
+        Some(&[
+            "/usr/bin/warden-probe",
+            "escape",
+            secret_path,
+            "/scratch",
+            "/usr/bin/warden-probe-suid",
+        ]),
+        |_| {},
+    );
+    assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    let got = probe_lines(&o.stdout);
+
+    let sysrq = if Path::new("/proc/sysrq-trigger").exists() {
+        "EACCES"
+    } else {
+        "ENOENT"
+    };
+    let expected: &[(&str, &str)] = &[
+        // Read-only root: creating anything is EROFS, writing an existing root-owned file
+        // fails the permission check first (the files belong to an unmapped uid).
+        ("write_usr", "EROFS"),
+        ("write_etc_new", "EROFS"),
+        ("write_etc_passwd", "EACCES"),
+        ("write_root", "EROFS"),
+        ("write_warden_init", "EACCES"),
+        // The host's file system is not there at all.
+        ("read_host_file", "ENOENT"),
+        // Writable tmpfs that Landlock does not list.
+        ("write_landlock_denied", "EACCES"),
+        ("write_proc_sys_hostname", "EACCES"),
+        ("write_proc_drop_caches", "EACCES"),
+        // Kernels without CONFIG_MAGIC_SYSRQ (this VM's) have no trigger file at all.
+        ("write_sysrq_trigger", sysrq),
+        ("write_sys_kernel", "EACCES"),
+        // No cgroup file system in the sandbox.
+        ("read_cgroup_pids_max", "ENOENT"),
+        ("mknod_block_device", "EPERM"),
+        // seccomp deny list (EPERM), no capabilities.
+        ("mount_tmpfs", "EPERM"),
+        ("chroot", "EPERM"),
+        ("unshare_user", "EPERM"),
+        ("unshare_mount", "EPERM"),
+        ("clone_newuser", "EPERM"),
+        ("clone3_newuser", "ENOSYS"),
+        ("setns_host_net", "EPERM"),
+        ("setuid_0", "EPERM"),
+        ("setgid_0", "EPERM"),
+        ("capset_sys_admin", "EPERM"),
+        ("ptrace_traceme", "EPERM"),
+        ("ptrace_attach_init", "EPERM"),
+        ("init_module", "EPERM"),
+        ("finit_module", "EPERM"),
+        ("bpf_prog_load", "EPERM"),
+        ("perf_event_open", "EPERM"),
+        ("keyctl", "EPERM"),
+        ("io_uring_setup", "EPERM"),
+        ("userfaultfd", "EPERM"),
+        ("open_by_handle_at", "EPERM"),
+        ("reboot", "EPERM"),
+        ("raw_socket", "EPERM"),
+        // Only lo: no route anywhere else.
+        ("tcp_connect_1.1.1.1:443", "ENETUNREACH"),
+        ("udp_sendto_8.8.8.8:53", "ENETUNREACH"),
+    ];
+    let mut mismatches = Vec::new();
+    for (name, errno) in expected {
+        let line = got.get(*name);
+        let ok = line.is_some_and(|l| {
+            l["result"] == "blocked" && l.get("errno").map(String::as_str) == Some(errno)
+        });
+        if !ok {
+            mismatches.push(format!("{name}: expected blocked ({errno}), got {line:?}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{}\nfull output:\n{}",
+        mismatches.join("\n"),
+        o.stdout
+    );
+    assert!(expected.len() >= 20);
+    // no_new_privs: the setuid bit does nothing.
+    assert_eq!(got["setuid_binary"]["result"], "blocked");
+    assert_eq!(got["setuid_binary"]["detail"], "uid=1000 euid=1000");
+    // Only the sandbox's own processes are visible: warden-init (1) and the probe (2).
+    assert_eq!(got["visible_pids"]["detail"], "1,2");
+    // The control attempt succeeds: the suite can tell allowed from blocked.
+    assert_eq!(got["write_tmp_allowed"]["result"], "ALLOWED");
+    // Every attempt was expected: a new attempt must be added to the table.
+    let reported: Vec<&String> = got.keys().collect();
+    assert_eq!(
+        reported.len(),
+        expected.len() + 3,
+        "unexpected lines: {reported:?}"
+    );
+}
+
+#[test]
+fn fork_bomb_stops_at_the_pids_limit_with_eagain() {
+    let _g = serial();
+    let b = sandbox(&["/usr/bin/warden-probe", "fork-bomb"], DEFAULT_LIMITS);
+    let o = run(&b, None, |_| {});
+    assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    let l = &probe_lines(&o.stdout)["fork_bomb"];
+    assert_eq!(
+        (l["result"].as_str(), l["errno"].as_str()),
+        ("blocked", "EAGAIN")
+    );
+    let forked: i64 = l["forked"].parse().expect("forked");
+    let before: i64 = l["tasks_before"].parse().expect("tasks_before");
+    assert_eq!(forked + before, DEFAULT_LIMITS.pids, "{l:?}");
+}
+
+#[test]
+fn memory_bomb_is_killed_by_the_memory_limit() {
+    let _g = serial();
+    let b = sandbox(
+        &["/usr/bin/warden-probe", "memory-bomb", "512"],
+        Limits {
+            memory_mib: 64,
+            pids: 64,
+        },
+    );
+    let o = run(&b, None, |_| {});
+    assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    let l = &probe_lines(&o.stdout)["memory_bomb"];
+    assert_eq!(
+        (l["result"].as_str(), l["signal"].as_str()),
+        ("blocked", "SIGKILL"),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn failed_create_leaves_nothing_behind() {
+    let _g = serial();
+    let b = rootfs_bundle();
+    let rootfs = b.rootfs();
+    write_config(
+        &b,
+        SandboxSpec {
+            rootfs: &rootfs,
+            args: strings(&["/bin/true"]),
+            env: vec![],
+            memory_bytes: 64 << 20,
+            pids: 64,
+            extra_mounts: vec![mount("/scratch", "no-such-fs", "none", &[])],
+        },
+    );
+    let id = warden_runtime::new_container_id("it");
+    let opts = warden_runtime::RunOptions::new(&id, state_root());
+    let err = warden_runtime::run_foreground(b.path(), &opts).expect_err("create must fail");
+    assert!(
+        matches!(err, warden_runtime::RuntimeError::Create { .. }),
+        "{}",
+        chain(&err)
+    );
+    assert_clean(&id);
+}
+
+#[test]
+fn failing_before_start_hook_aborts_the_run_and_cleans_up() {
+    let _g = serial();
+    let b = sandbox(&["/bin/true"], DEFAULT_LIMITS);
+    let id = warden_runtime::new_container_id("it");
+    let mut opts = warden_runtime::RunOptions::new(&id, state_root());
+    opts.before_start = Some(Box::new(|_| Err("proxy port taken".into())));
+    let err = warden_runtime::run_foreground(b.path(), &opts).expect_err("hook must fail");
+    assert_eq!(
+        chain(&err),
+        format!("the before-start hook failed for container `{id}`: proxy port taken")
+    );
+    assert_clean(&id);
+}
+
+#[test]
+fn missing_bundle_is_an_error_naming_the_path() {
+    let id = warden_runtime::new_container_id("it");
+    let opts = warden_runtime::RunOptions::new(&id, state_root());
+    let err = warden_runtime::run_foreground(Path::new("/nonexistent/bundle"), &opts)
+        .expect_err("no bundle");
+    assert!(
+        chain(&err).contains("/nonexistent/bundle"),
+        "{}",
+        chain(&err)
+    );
+}
+
+#[test]
+fn ctrl_c_before_start_does_not_start_the_command() {
+    let _g = serial();
+    let b = sandbox(&["/bin/echo", "started"], DEFAULT_LIMITS);
+    let o = run(&b, None, |opts| {
+        opts.before_start = Some(Box::new(|_| {
+            // A thread-directed signal: its handler has run when `raise` returns, so the
+            // signal has certainly arrived before the start.
+            // SAFETY: run_foreground's handlers catch it.
+            unsafe { libc::raise(libc::SIGINT) };
+            Ok(())
+        }));
+    });
+    assert_eq!((o.code, o.stdout.as_str()), (128 + libc::SIGINT, ""));
+}
+
+#[test]
+fn signal_dispositions_are_restored_after_a_run() {
+    let _g = serial();
+    let b = sandbox(&["/bin/true"], DEFAULT_LIMITS);
+    assert_eq!(run(&b, None, |_| {}).code, 0);
+    for sig in warden_runtime::FORWARDED_SIGNALS {
+        // SAFETY: queries the current action into a zeroed struct.
+        let handler = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut old);
+            old.sa_sigaction
+        };
+        assert_eq!(handler, libc::SIG_DFL, "signal {sig}");
+    }
+}
+
+#[test]
+fn bundle_with_oci_hooks_is_refused() {
+    let b = sandbox(&["/bin/true"], DEFAULT_LIMITS);
+    let config = b.path().join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("json");
+    json["hooks"] = serde_json::json!({"poststop": [{"path": "/bin/true"}]});
+    std::fs::write(&config, json.to_string()).expect("write");
+    let id = warden_runtime::new_container_id("it");
+    let opts = warden_runtime::RunOptions::new(&id, state_root());
+    let err = warden_runtime::run_foreground(b.path(), &opts).expect_err("hooks refused");
+    assert_eq!(
+        chain(&err),
+        format!(
+            "invalid bundle config `{}`: OCI `hooks` are not supported by warden's runtime",
+            config.display()
+        )
+    );
+    assert_clean(&id);
+}
+
+#[test]
+fn init_that_ignores_sigterm_is_killed_by_the_runtime_after_kill_after() {
+    let _g = serial();
+    // No warden-init: `sleep` is PID 1 of its pid namespace and, having no handler, never
+    // sees the forwarded SIGTERM. The runtime's own deadline must end the run.
+    let b = rootfs_bundle();
+    let rootfs = b.rootfs();
+    write_config(
+        &b,
+        SandboxSpec {
+            rootfs: &rootfs,
+            args: strings(&["/bin/sleep", "100"]),
+            env: strings(&["PATH=/bin"]),
+            memory_bytes: 64 << 20,
+            pids: 64,
+            extra_mounts: vec![],
+        },
+    );
+    let t0 = Instant::now();
+    let o = run(&b, None, |opts| {
+        opts.kill_after = Some(Duration::from_millis(300));
+        signal_after_start(opts, libc::SIGTERM, Duration::from_millis(100));
+    });
+    let took = t0.elapsed();
+    assert_eq!(o.code, 128 + libc::SIGKILL);
+    assert!(took >= Duration::from_millis(400), "took {took:?}");
+    assert!(took < Duration::from_millis(2000), "took {took:?}");
+}
+
+#[test]
+fn remove_stale_cleans_up_after_a_warden_that_was_killed() {
+    let _g = serial();
+    // The state a SIGKILLed warden leaves: a created container whose init still waits,
+    // cgroups, state and bundle copy, owned by a process that no longer exists.
+    let b = sandbox(&["/bin/true"], DEFAULT_LIMITS);
+    let id = warden_runtime::new_container_id("it");
+    let root = state_root();
+    let copy = root.join("bundles").join(&id);
+    std::fs::create_dir_all(&copy).expect("mkdir copy");
+    std::fs::create_dir_all(root.join("containers")).expect("mkdir containers");
+    let mut spec =
+        libcontainer::oci_spec::runtime::Spec::load(b.path().join("config.json")).expect("spec");
+    let mut rootfs = spec.root().clone().expect("root");
+    rootfs.set_path(b.rootfs());
+    spec.set_root(Some(rootfs));
+    let mut linux = spec.linux().clone().expect("linux");
+    linux.set_cgroups_path(Some(Path::new("/warden").join(&id)));
+    spec.set_linux(Some(linux));
+    // pid 1 never has start time 0: an owner that is gone.
+    spec.set_annotations(Some(
+        [(
+            warden_runtime::OWNER_ANNOTATION.to_string(),
+            "1:0".to_string(),
+        )]
+        .into(),
+    ));
+    spec.save(copy.join("config.json")).expect("save");
+    let container = libcontainer::container::builder::ContainerBuilder::new(
+        id.clone(),
+        libcontainer::syscall::syscall::SyscallType::default(),
+    )
+    .with_root_path(root.join("containers"))
+    .expect("root path")
+    .as_init(&copy)
+    .with_systemd(false)
+    .build()
+    .expect("create");
+    let init = container.pid().expect("init pid").as_raw();
+    assert!(!warden_runtime::leftover_cgroups(&Path::new("/warden").join(&id)).is_empty());
+
+    let removed = warden_runtime::remove_stale(&root).expect("remove stale");
+    assert_eq!(removed, vec![id.clone()]);
+    let mut status = 0;
+    // SAFETY: reaps the init, our child.
+    assert_eq!(unsafe { libc::waitpid(init, &mut status, 0) }, init);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "{status:#x}"
+    );
+    assert_clean(&id);
+}
+
+#[test]
+fn remove_stale_leaves_live_runs_alone() {
+    let _g = serial();
+    let b = sandbox(&["/bin/true"], DEFAULT_LIMITS);
+    let o = run(&b, None, |opts| {
+        opts.before_start = Some(Box::new(|ctx| {
+            let removed = warden_runtime::remove_stale(&state_root())?;
+            assert!(
+                !removed.iter().any(|r| r == ctx.container_id),
+                "{removed:?}"
+            );
+            Ok(())
+        }));
+    });
+    assert_eq!(o.code, 0);
+}

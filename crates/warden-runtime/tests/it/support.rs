@@ -1,0 +1,211 @@
+//! Test fixtures: a busybox rootfs with warden-init and warden-probe, bundles, and a run
+//! helper that captures the container's output. These tests need root (CI runs as root)
+//! and the `busybox-static` Debian package.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use warden_runtime::{RunOptions, Stdio, leftover_cgroups, new_container_id, run_foreground};
+
+use crate::spec::{SandboxSpec, sandbox_spec};
+
+/// Runs are serialized: signal handlers are process-wide, and a test that signals the
+/// test process must reach only its own run.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "ls", "sleep", "true", "false", "ps", "id", "wget", "mkdir", "touch",
+    "wc", "grep", "ip", "env", "kill", "mount", "head", "seq", "test", "[",
+];
+
+pub struct Binaries {
+    pub init: PathBuf,
+    pub probe: PathBuf,
+}
+
+/// Builds warden-init and warden-probe as static executables (they run in a rootfs with
+/// no libc) in a target dir of their own, so the outer cargo's lock is not in the way.
+pub fn binaries() -> &'static Binaries {
+    static BINS: OnceLock<Binaries> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("static-target");
+        let host = rustc_host();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&workspace)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "warden-init",
+                "-p",
+                "warden-probe",
+                "--target",
+            ])
+            .arg(&host)
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .status()
+            .expect("run cargo build for warden-init and warden-probe");
+        assert!(
+            status.success(),
+            "building warden-init and warden-probe failed"
+        );
+        let dir = target_dir.join(host).join("release");
+        Binaries {
+            init: dir.join("warden-init"),
+            probe: dir.join("warden-probe"),
+        }
+    })
+}
+
+fn rustc_host() -> String {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV prints the host")
+        .to_string()
+}
+
+/// A bundle directory (mode 0755 all the way, so the container's mapped root can reach
+/// the rootfs) with a busybox rootfs, warden-init and warden-probe.
+pub struct Bundle {
+    pub dir: tempfile::TempDir,
+}
+
+impl Bundle {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+}
+
+pub fn rootfs_bundle() -> Bundle {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("busybox is installed (apt-get install -y busybox-static)");
+    let dir = tempfile::Builder::new()
+        .prefix("warden-rt-")
+        .tempdir()
+        .expect("tempdir");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod bundle");
+    let root = dir.path().join("rootfs");
+    for d in [
+        "bin", "usr/bin", "etc", "proc", "dev", "sys", "tmp", ".warden", "sandbox", "scratch",
+    ] {
+        fs::create_dir_all(root.join(d)).expect("mkdir rootfs");
+    }
+    fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+    for applet in APPLETS {
+        symlink("busybox", root.join("bin").join(applet)).expect("symlink applet");
+    }
+    let bins = binaries();
+    fs::copy(&bins.init, root.join(".warden/init")).expect("copy warden-init");
+    fs::copy(&bins.probe, root.join("usr/bin/warden-probe")).expect("copy warden-probe");
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/:/bin/sh\nagent:x:1000:1000::/sandbox:/bin/sh\n",
+    )
+    .expect("passwd");
+    fs::write(
+        root.join("etc/group"),
+        "root:x:0:\ntty:x:5:\nagent:x:1000:\n",
+    )
+    .expect("group");
+    Bundle { dir }
+}
+
+/// Writes `config.json` for `cfg` into the bundle.
+pub fn write_config(bundle: &Bundle, cfg: SandboxSpec<'_>) {
+    sandbox_spec(cfg)
+        .save(bundle.path().join("config.json"))
+        .expect("save config.json");
+}
+
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn state_root() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("state")
+}
+
+/// Runs the bundle with output captured in files; asserts that nothing of the run is left
+/// behind (state, bundle copy, cgroups in every hierarchy).
+pub fn run(
+    bundle: &Bundle,
+    args_override: Option<&[&str]>,
+    tweak: impl FnOnce(&mut RunOptions),
+) -> Outcome {
+    let id = new_container_id("it");
+    let mut opts = RunOptions::new(&id, state_root());
+    opts.args_override = args_override.map(|a| a.iter().map(|s| s.to_string()).collect());
+    let out = tempfile::tempfile().expect("stdout file");
+    let err = tempfile::tempfile().expect("stderr file");
+    opts.stdio = Stdio {
+        stdin: None,
+        stdout: Some(out.try_clone().expect("dup").into()),
+        stderr: Some(err.try_clone().expect("dup").into()),
+    };
+    tweak(&mut opts);
+    let code = run_foreground(bundle.path(), &opts)
+        .unwrap_or_else(|e| panic!("run failed: {}", chain(&e)));
+    assert_clean(&id);
+    Outcome {
+        code,
+        stdout: read_all(out),
+        stderr: read_all(err),
+    }
+}
+
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn read_all(mut f: fs::File) -> String {
+    use std::io::Seek;
+    f.rewind().expect("rewind");
+    let mut s = String::new();
+    f.read_to_string(&mut s).expect("read output");
+    s
+}
+
+pub fn assert_clean(id: &str) {
+    let root = state_root();
+    assert!(
+        !root.join("containers").join(id).exists(),
+        "container state of {id} left behind"
+    );
+    assert!(
+        !root.join("bundles").join(id).exists(),
+        "bundle copy of {id} left behind"
+    );
+    let left = leftover_cgroups(&Path::new("/warden").join(id));
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
