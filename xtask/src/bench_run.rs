@@ -5,10 +5,12 @@
 //! Usage: `cargo xtask bench run [--runs N] [--init PATH] [--state DIR]
 //! [--warden-cmd "CMD ... {bundle} ... {state}"]`
 //!
-//! - `--warden-cmd`: the warden side; `{bundle}` is replaced by the bundle directory.
-//!   Default: the `warden-run` example of warden-runtime (`warden-run run {bundle}`);
-//!   once the CLI exists: `--warden-cmd "target/release/warden run --bundle {bundle}"`.
-//! - `--init`: a static warden-init; default: built here with `+crt-static`.
+//! - Default: `warden run examples/quickstart.kdl -- /bin/true` (the release CLI: load,
+//!   compile, cached image, egress proxy, container) against crun and runc running the
+//!   bundle `warden build` made from the same file.
+//! - `--warden-cmd`: instead, a hand-made bundle (the `warden-run` example of
+//!   warden-runtime) and this command; `{bundle}` and `{state}` are replaced.
+//! - `--init`: with `--warden-cmd`, a static warden-init; default: built here.
 //! - `--state`: where every runtime keeps its state (`DIR/warden`, `--root DIR/crun`,
 //!   `--root DIR/runc`); default `/run`. Debian's `/run` is a tmpfs; on machines where it is
 //!   not, state writes cost every runtime alike.
@@ -87,48 +89,66 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .context("--runs takes a number")?
         .unwrap_or(20)
         .max(1);
-
-    let host = host_triple()?;
-    let init = match arg_value(args, "--init") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            cargo_build(
-                &["-p", "warden-init", "--target", &host],
-                Some("-C target-feature=+crt-static"),
-            )?;
-            target_dir().join(&host).join("release/warden-init")
-        }
-    };
-    let warden_cmd = match arg_value(args, "--warden-cmd") {
-        Some(c) => c,
-        None => {
-            cargo_build(&["-p", "warden-runtime", "--example", "warden-run"], None)?;
-            let exe = target_dir().join("release/examples/warden-run");
-            format!("{} run {{bundle}} --state {{state}}", exe.display())
-        }
-    };
-
+    let state = PathBuf::from(arg_value(args, "--state").unwrap_or_else(|| "/run".into()));
     let dir = std::env::temp_dir().join(format!("warden-bench-run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let maker = target_dir().join("release/examples/warden-run");
-    if !maker.exists() {
+    let result = if let Some(cmd) = arg_value(args, "--warden-cmd") {
+        // A hand-made bundle (the `warden-run` example of warden-runtime) and any command.
+        let host = host_triple()?;
+        let init = match arg_value(args, "--init") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                cargo_build(&["-p", "warden-init", "--target", &host], Some("-C target-feature=+crt-static"))?;
+                target_dir().join(&host).join("release/warden-init")
+            }
+        };
         cargo_build(&["-p", "warden-runtime", "--example", "warden-run"], None)?;
-    }
-    let status = Command::new(&maker)
-        .arg("make-bundle")
-        .arg(&dir)
-        .arg(&init)
-        .status()?;
-    if !status.success() {
-        bail!("making the bundle in `{}` failed", dir.display());
-    }
-    let state = PathBuf::from(arg_value(args, "--state").unwrap_or_else(|| "/run".into()));
-    let result = measure(&dir, &state, &warden_cmd, runs);
+        let maker = target_dir().join("release/examples/warden-run");
+        let status = Command::new(&maker).arg("make-bundle").arg(&dir).arg(&init).status()?;
+        if !status.success() {
+            bail!("making the bundle in `{}` failed", dir.display());
+        }
+        measure(&dir, &state, &cmd, runs, &[])
+    } else {
+        // The real thing: `warden run examples/quickstart.kdl -- /bin/true` against crun and
+        // runc on the bundle `warden build` makes from the same file.
+        let warden = crate::bench_lang::release_warden()?;
+        let example = crate::bench_lang::workspace().join("examples/quickstart.kdl");
+        let cache = dir.join("cache");
+        let out = Command::new(&warden)
+            .arg("build")
+            .arg(&example)
+            .arg("--out")
+            .arg(dir.join("out"))
+            .env("WARDEN_CACHE_DIR", &cache)
+            .output()?;
+        if !out.status.success() {
+            bail!("warden build failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let bundle = dir.join("out/bundles/hello");
+        let config = bundle.join("config.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&config)?)?;
+        v["process"]["args"] = serde_json::json!(["/.warden/init", "--", "/bin/true"]);
+        std::fs::write(&config, serde_json::to_vec_pretty(&v)?)?;
+        let cmd = format!("{} run {} -- /bin/true", warden.display(), example.display());
+        let env = [
+            ("WARDEN_CACHE_DIR", cache.display().to_string()),
+            ("WARDEN_RUN_DIR", state.join("warden").display().to_string()),
+            ("WARDEN_STATE_DIR", dir.join("state").display().to_string()),
+        ];
+        measure(&bundle, &state, &cmd, runs, &env)
+    };
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn measure(bundle: &Path, state: &Path, warden_cmd: &str, runs: usize) -> anyhow::Result<()> {
+fn measure(
+    bundle: &Path,
+    state: &Path,
+    warden_cmd: &str,
+    runs: usize,
+    env: &[(&str, String)],
+) -> anyhow::Result<()> {
     let warden_state = state.join("warden").display().to_string();
     let words: Vec<String> = warden_cmd
         .split_whitespace()
@@ -139,11 +159,12 @@ fn measure(bundle: &Path, state: &Path, warden_cmd: &str, runs: usize) -> anyhow
         .collect();
     let (program, rest) = words.split_first().context("--warden-cmd is empty")?;
     let (program, rest) = (program.clone(), rest.to_vec());
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let mut runtimes = vec![Runtime {
         name: "warden",
         command: Box::new(move |_| {
             let mut c = Command::new(&program);
-            c.args(&rest);
+            c.args(&rest).envs(env.iter().map(|(k, v)| (k, v)));
             c
         }),
         times: Vec::new(),

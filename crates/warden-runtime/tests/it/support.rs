@@ -209,3 +209,59 @@ pub fn assert_clean(id: &str) {
     let left = leftover_cgroups(&Path::new("/warden").join(id));
     assert!(left.is_empty(), "cgroups left behind: {left:?}");
 }
+
+/// Runs the bundle with `crun run` (Debian package `crun`), output captured; asserts that
+/// nothing of the run is left behind (crun's state, cgroups in every hierarchy).
+///
+/// crun 1.8 refuses a cgroup v1 hybrid host unless it sees the v1 hierarchies only, so it
+/// runs in a mount namespace of its own without `/sys/fs/cgroup/unified`.
+pub fn run_crun(bundle: &Bundle) -> Outcome {
+    let id = new_container_id("it");
+    // warden's runtime gives each run the cgroup `<parent of cgroupsPath>/<id>`; crun uses
+    // cgroupsPath as it is, so the bundle gets what warden's runtime would make of it:
+    // concurrent runs of the same bundle do not share a cgroup, and the cleanup check
+    // below finds it.
+    let config_path = bundle.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&config_path).expect("read config.json"))
+            .expect("config.json is json");
+    let cgroup = Path::new(
+        config["linux"]["cgroupsPath"]
+            .as_str()
+            .expect("cgroupsPath"),
+    )
+    .parent()
+    .expect("cgroupsPath has a parent")
+    .join(&id);
+    config["linux"]["cgroupsPath"] = cgroup.to_str().expect("utf-8 cgroup path").into();
+    fs::write(&config_path, config.to_string()).expect("write config.json");
+    let crun_root = state_root().join("crun");
+    fs::create_dir_all(&crun_root).expect("mkdir crun root");
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"umount /sys/fs/cgroup/unified 2>/dev/null; cd "$1" && exec crun --root "$2" run "$3""#)
+        .arg("sh")
+        .arg(bundle.path())
+        .arg(&crun_root)
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run unshare and crun (apt-get install -y crun)");
+    use std::os::unix::process::ExitStatusExt;
+    let code = out
+        .status
+        .code()
+        .or_else(|| out.status.signal().map(|s| 128 + s))
+        .expect("exit code or signal");
+    assert!(
+        !crun_root.join(&id).exists(),
+        "crun state of {id} left behind"
+    );
+    let left = leftover_cgroups(&cgroup);
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+    Outcome {
+        code,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
