@@ -98,13 +98,20 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let init = match arg_value(args, "--init") {
             Some(p) => PathBuf::from(p),
             None => {
-                cargo_build(&["-p", "warden-init", "--target", &host], Some("-C target-feature=+crt-static"))?;
+                cargo_build(
+                    &["-p", "warden-init", "--target", &host],
+                    Some("-C target-feature=+crt-static"),
+                )?;
                 target_dir().join(&host).join("release/warden-init")
             }
         };
         cargo_build(&["-p", "warden-runtime", "--example", "warden-run"], None)?;
         let maker = target_dir().join("release/examples/warden-run");
-        let status = Command::new(&maker).arg("make-bundle").arg(&dir).arg(&init).status()?;
+        let status = Command::new(&maker)
+            .arg("make-bundle")
+            .arg(&dir)
+            .arg(&init)
+            .status()?;
         if !status.success() {
             bail!("making the bundle in `{}` failed", dir.display());
         }
@@ -123,14 +130,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .env("WARDEN_CACHE_DIR", &cache)
             .output()?;
         if !out.status.success() {
-            bail!("warden build failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "warden build failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let bundle = dir.join("out/bundles/hello");
         let config = bundle.join("config.json");
         let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&config)?)?;
         v["process"]["args"] = serde_json::json!(["/.warden/init", "--", "/bin/true"]);
         std::fs::write(&config, serde_json::to_vec_pretty(&v)?)?;
-        let cmd = format!("{} run {} -- /bin/true", warden.display(), example.display());
+        let cmd = format!(
+            "{} run {} -- /bin/true",
+            warden.display(),
+            example.display()
+        );
         let env = [
             ("WARDEN_CACHE_DIR", cache.display().to_string()),
             ("WARDEN_RUN_DIR", state.join("warden").display().to_string()),
@@ -159,7 +173,10 @@ fn measure(
         .collect();
     let (program, rest) = words.split_first().context("--warden-cmd is empty")?;
     let (program, rest) = (program.clone(), rest.to_vec());
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     let mut runtimes = vec![Runtime {
         name: "warden",
         command: Box::new(move |_| {

@@ -7,6 +7,7 @@
 mod decode;
 pub mod diag;
 pub mod edit;
+mod fastparse;
 pub mod fmt;
 mod load;
 pub mod model;
@@ -39,4 +40,11 @@ pub fn load(file: &SourceFile, loader: &dyn Loader) -> Loaded {
         model: if ok { model } else { None },
         diagnostics,
     }
+}
+
+/// The fast parser alone, for the differential test against `kdl`: `Some` only when
+/// `kdl::KdlDocument::parse_v2` would produce the same tree.
+#[doc(hidden)]
+pub fn fast_parse_for_tests(text: &str) -> Option<kdl::KdlDocument> {
+    fastparse::parse(text)
 }

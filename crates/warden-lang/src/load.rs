@@ -142,6 +142,11 @@ fn parse(file: &FileCx, cx: &mut Cx) -> Option<KdlDocument> {
         );
         return None;
     }
+    // The common subset parses fast by hand; anything else (and every error) goes to
+    // kdl's parser, which owns the diagnostics.
+    if let Some(doc) = crate::fastparse::parse(&file.file.text) {
+        return Some(doc);
+    }
     match KdlDocument::parse_v2(&file.file.text) {
         Ok(doc) => Some(doc),
         Err(err) => {

@@ -2,6 +2,7 @@
 //! file, line and column, pinned by snapshots; inline snippets check specific outcomes.
 
 mod docs;
+mod fastparse;
 mod fmt;
 
 use std::path::Path;
