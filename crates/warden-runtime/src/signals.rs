@@ -10,7 +10,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// The signals a foreground run forwards to the container's init (warden-init passes them
 /// on to the command and enforces the grace period).
@@ -51,7 +51,20 @@ static INSTALLED: Mutex<Installed> = Mutex::new(Installed {
     previous: Vec::new(),
 });
 
+/// How many terminating signals the runs of this process have caught (and forwarded).
+static TERMINATING_CAUGHT: AtomicU64 = AtomicU64::new(0);
+
+/// How many terminating signals (`SIGTERM`, `SIGINT`, `SIGHUP`, `SIGQUIT`) foreground runs
+/// of this process have caught and forwarded so far. A supervisor compares the count
+/// before and after a run to tell "asked to stop" from "the command failed".
+pub fn terminating_signals_caught() -> u64 {
+    TERMINATING_CAUGHT.load(Ordering::Acquire)
+}
+
 extern "C" fn on_signal(sig: libc::c_int) {
+    if is_terminating(sig) {
+        TERMINATING_CAUGHT.fetch_add(1, Ordering::AcqRel);
+    }
     // Async-signal-safe: atomic loads and write(2) only; errno is preserved.
     // SAFETY: __errno_location returns this thread's errno slot.
     let saved = unsafe { *libc::__errno_location() };

@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod commands;
+mod deploy;
 mod multicall;
 mod project;
 mod ui;
@@ -64,6 +65,42 @@ enum Command {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Show what `apply` would change: `+ create`, `-/+ replace`, `~ reload`, `- destroy`.
+    Plan {
+        file: Option<PathBuf>,
+        /// Save the plan; `warden apply PLAN` then applies exactly it.
+        #[arg(long = "out", value_name = "PLAN")]
+        save: Option<PathBuf>,
+    },
+    /// Converge the machine to the file (or to a plan saved by `plan --out`).
+    Apply {
+        /// A warden file, or a plan saved by `warden plan --out`.
+        target: Option<PathBuf>,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Stop and remove every sandbox the file declared (and only those).
+    Destroy {
+        file: Option<PathBuf>,
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// List applied sandboxes: state, pid, uptime, restarts, image, memory.
+    Ps,
+    /// Print a sandbox's output (stdout to stdout, stderr to stderr).
+    Logs {
+        name: String,
+        /// Keep printing new output until the sandbox is destroyed.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only the last N lines of each stream.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+    },
+    /// The supervisor of one applied sandbox (started by `apply`).
+    #[command(hide = true)]
+    Supervise { launch: PathBuf },
 }
 
 pub enum Exit {
@@ -82,6 +119,10 @@ fn main() -> ExitCode {
         return multicall::init_main();
     }
     let cli = Cli::parse();
+    if let Command::Supervise { launch } = &cli.command {
+        let code = deploy::supervisor::main(launch);
+        return ExitCode::from(u8::try_from(code).unwrap_or(2));
+    }
     let out = ui::Out {
         json: cli.json,
         diagnostics_as_json: matches!(cli.command, Command::Check { .. }),
@@ -106,6 +147,18 @@ fn main() -> ExitCode {
             sandbox,
             command,
         } => commands::run::run(&out, &project::file(file), sandbox.as_deref(), command),
+        Command::Plan { file, save } => {
+            commands::deploy::plan_cmd(&out, &project::file(file), save.as_deref())
+        }
+        Command::Apply { target, yes } => {
+            commands::deploy::apply_cmd(&out, &project::file(target), yes)
+        }
+        Command::Destroy { file, yes } => {
+            commands::deploy::destroy_cmd(&out, &project::file(file), yes)
+        }
+        Command::Ps => commands::ps::ps(&out),
+        Command::Logs { name, follow, tail } => commands::ps::logs(&name, follow, tail),
+        Command::Supervise { .. } => Ok(Exit::Internal),
     };
     match result {
         Ok(Exit::Ok) => ExitCode::SUCCESS,

@@ -1,7 +1,9 @@
 pub mod approvals;
 pub mod build;
 pub mod check;
+pub mod deploy;
 pub mod explain;
 pub mod fmt;
+pub mod ps;
 pub mod run;
 pub mod test;

@@ -51,7 +51,7 @@ fn pick<'a>(
 }
 
 /// A bundle for this sandbox and image, unpacked once and reused while neither changes.
-fn bundle_for(
+pub(crate) fn bundle_for(
     s: &CompiledSandbox,
     layout: &Path,
     tag: &str,
@@ -71,7 +71,7 @@ fn bundle_for(
     Ok(dir)
 }
 
-fn make_host_dirs(s: &CompiledSandbox) -> Result<(), String> {
+pub(crate) fn make_host_dirs(s: &CompiledSandbox) -> Result<(), String> {
     for d in &s.plan.host_dirs {
         let path = Path::new(&d.path);
         std::fs::create_dir_all(path)

@@ -1,5 +1,6 @@
 //! CLI tests: exit codes, stdout and stderr of the `warden` binary.
 
+mod apply;
 mod egress;
 mod lang;
 mod runtime;

@@ -1,0 +1,95 @@
+//! Where apply state, supervisors and logs live.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Persistent: `WARDEN_STATE_DIR`, else `/var/lib/warden`.
+    pub state_dir: PathBuf,
+    /// Volatile: `WARDEN_RUN_DIR`, else `/run/warden`.
+    pub run_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn from_env() -> Self {
+        Self {
+            state_dir: std::env::var_os("WARDEN_STATE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/var/lib/warden")),
+            run_dir: std::env::var_os("WARDEN_RUN_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/run/warden")),
+        }
+    }
+
+    pub fn apply_dir(&self) -> PathBuf {
+        self.state_dir.join("apply")
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.apply_dir().join("state.json")
+    }
+    pub fn journal(&self) -> PathBuf {
+        self.apply_dir().join("journal.jsonl")
+    }
+    pub fn last_journal(&self) -> PathBuf {
+        self.apply_dir().join("last-apply.jsonl")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.apply_dir().join("lock")
+    }
+    pub fn supervisors(&self) -> PathBuf {
+        self.run_dir.join("supervisors")
+    }
+    pub fn supervisor_dir(&self, name: &str) -> PathBuf {
+        self.supervisors().join(name)
+    }
+    pub fn launch(&self, name: &str) -> PathBuf {
+        self.supervisor_dir(name).join("launch.json")
+    }
+    pub fn socket(&self, name: &str) -> PathBuf {
+        self.supervisor_dir(name).join("control.sock")
+    }
+    pub fn sandbox_dir(&self, name: &str) -> PathBuf {
+        self.state_dir.join("sandboxes").join(name)
+    }
+    pub fn logs_dir(&self, name: &str) -> PathBuf {
+        self.sandbox_dir(name).join("logs")
+    }
+}
+
+/// Create `dir` (and parents) with mode 0700: supervisors' sockets and launch files are
+/// for root only.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Write `bytes` to `path` through a temp file in the same directory, fsynced, then
+/// renamed over: readers see the old or the new content, never a mix, even after a crash.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
