@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: project automation (benchmarks, fuzzing).
 
+mod bench_apply;
 mod bench_egress;
 mod bench_image;
 mod bench_lang;
@@ -27,11 +28,16 @@ fn main() -> anyhow::Result<()> {
             if matches!(which, "all" | "egress") {
                 bench_egress::run(rest)?;
             }
+            if matches!(which, "all" | "apply") {
+                bench_apply::run(rest)?;
+            }
             Ok(())
         }
         "test" => test::run(rest),
         _ => {
-            println!("usage: cargo xtask test | cargo xtask bench [all|lang|image|run|egress]");
+            println!(
+                "usage: cargo xtask test | cargo xtask bench [all|lang|image|run|egress|apply]"
+            );
             Ok(())
         }
     }

@@ -122,8 +122,25 @@ pub fn approve(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
             project::io_msg(&e)
         );
     }
+    // A sandbox applied from this file takes the rule now; `warden run` follows the file.
+    let reloaded = match crate::commands::deploy::reload_applied(path, &a.sandbox) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "warning: the rule was added but the applied sandbox `{}` was not reloaded ({e}); run `warden apply`",
+                a.sandbox
+            );
+            false
+        }
+    };
+    if reloaded && !out.json {
+        eprintln!(
+            "reloaded the egress policy of the applied sandbox `{}`",
+            a.sandbox
+        );
+    }
     if out.json {
-        out.json(&serde_json::json!({"id": a.id, "sandbox": a.sandbox, "rule": rule, "file": path.display().to_string()}));
+        out.json(&serde_json::json!({"id": a.id, "sandbox": a.sandbox, "rule": rule, "file": path.display().to_string(), "reloaded": reloaded}));
     } else {
         eprintln!(
             "added to sandbox `{}` in `{}`: {rule}",

@@ -442,20 +442,79 @@ pub fn apply_cmd(out: &Out, arg: &Path, yes: bool) -> anyhow::Result<Exit> {
     let file = saved
         .as_ref()
         .map_or_else(|| arg.to_path_buf(), |p| PathBuf::from(&p.file));
-    converge(out, &file, saved, yes, false)
+    converge(
+        out,
+        &file,
+        &Converge {
+            saved,
+            yes,
+            ..Converge::default()
+        },
+    )
 }
 
 pub fn destroy_cmd(out: &Out, path: &Path, yes: bool) -> anyhow::Result<Exit> {
-    converge(out, path, None, yes, true)
+    converge(
+        out,
+        path,
+        &Converge {
+            yes,
+            destroy: true,
+            ..Converge::default()
+        },
+    )
 }
 
-fn converge(
-    out: &Out,
-    path: &Path,
+/// After `warden approve` added a rule to the file: if the sandbox was applied from this
+/// file and runs, reload its policies now (only a reload: anything else the file changed
+/// waits for `warden apply`). `Ok(true)` when it was reloaded.
+pub fn reload_applied(path: &Path, sandbox: &str) -> Result<bool, String> {
+    let paths = Paths::from_env();
+    let st = State::load(&paths)?;
+    let applied = st
+        .sandboxes
+        .get(sandbox)
+        .is_some_and(|e| e.file == state::file_key(path) && alive(e));
+    if !applied {
+        return Ok(false);
+    }
+    let quiet = Out {
+        json: false,
+        diagnostics_as_json: false,
+    };
+    let opts = Converge {
+        yes: true,
+        only_reload: Some(sandbox.to_string()),
+        quiet: true,
+        ..Converge::default()
+    };
+    let before = State::load(&paths)?.generation;
+    match converge(&quiet, path, &opts).map_err(|e| e.to_string())? {
+        Exit::Ok => Ok(State::load(&paths)?.generation != before),
+        _ => Err("the reload failed".into()),
+    }
+}
+
+#[derive(Default)]
+struct Converge {
     saved: Option<Plan>,
     yes: bool,
     destroy: bool,
-) -> anyhow::Result<Exit> {
+    /// Only this sandbox's reload, if the plan has one.
+    only_reload: Option<String>,
+    /// Nothing on stdout.
+    quiet: bool,
+}
+
+fn converge(out: &Out, path: &Path, opts: &Converge) -> anyhow::Result<Exit> {
+    let Converge {
+        saved,
+        yes,
+        destroy,
+        only_reload,
+        quiet,
+    } = opts;
+    let (yes, destroy, quiet) = (*yes, *destroy, *quiet);
     let paths = Paths::from_env();
     let file_key = state::file_key(path);
     // Building can take long: done before the lock, so a waiting apply is not held up.
@@ -480,14 +539,18 @@ fn converge(
     for note in sweep(&paths, &st) {
         eprintln!("warden: {note}");
     }
-    let plan = match make_plan(&file_key, &desired, &st) {
+    let mut plan = match make_plan(&file_key, &desired, &st) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(Exit::User);
         }
     };
-    if let Some(saved) = &saved
+    if let Some(name) = only_reload {
+        plan.actions
+            .retain(|a| &a.sandbox == name && a.action == Kind::Reload);
+    }
+    if let Some(saved) = saved
         && (saved.generation != plan.generation || saved.actions != plan.actions)
     {
         eprintln!(
@@ -500,7 +563,8 @@ fn converge(
         return Ok(Exit::User);
     }
     if plan.actions.is_empty() {
-        if out.json {
+        if quiet {
+        } else if out.json {
             out.json(&json!({ "plan": plan, "applied": true }));
         } else {
             print!("{}", plan.render());
@@ -508,7 +572,7 @@ fn converge(
         drop(lock);
         return Ok(Exit::Ok);
     }
-    if !out.json {
+    if !out.json && !quiet {
         print!("{}", plan.render());
         let _ = std::io::stdout().flush();
     }
@@ -548,7 +612,8 @@ fn converge(
     drop(lock);
     match result {
         Ok(()) => {
-            if out.json {
+            if quiet {
+            } else if out.json {
                 out.json(&json!({ "plan": plan, "applied": true }));
             } else {
                 println!(

@@ -94,6 +94,9 @@ pub fn parts(s: &CompiledSandbox, image_digest: &str) -> BTreeMap<String, String
         part_hash(&[take("/process/rlimits"), take("/linux/resources")]),
     );
     put("landlock and seccomp", part_hash(&init));
+    // Annotations describe (sandbox, image, tenant, a summary of the network); what they
+    // describe is hashed in its own part.
+    take("/annotations");
     // What is left: namespaces, capabilities, id mappings, masked paths...
     put("isolation", part_hash(&spec));
     put("restart policy", part_hash(&s.plan.restart));

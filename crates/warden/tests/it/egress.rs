@@ -205,3 +205,110 @@ impl SpawnWithHosts for Command {
             .expect("unshare")
     }
 }
+
+/// On failure: stop the test's supervisors (found by their launch path).
+struct Keep(PathBuf);
+
+impl Drop for Keep {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-TERM", "-f"])
+            .arg(format!("supervise {}/", self.0.display()))
+            .status();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The same approval flow for an applied (detached) sandbox: `warden approve` edits the
+/// file and reloads the running sandbox's proxy through its supervisor, without a restart.
+#[test]
+fn approval_reaches_an_applied_sandbox_without_a_restart() {
+    let env = Env::new();
+    let port = upstream("hello-applied");
+    let file = env.file();
+    let keep = Keep(env.dir.path().to_path_buf());
+    let script = format!(
+        "i=0; while [ $i -lt 120 ]; do \
+           if busybox wget -q -O- http://upstream.test:{port}/after 2>/dev/null; then echo; echo approved-after=$i; exit 0; fi; \
+           i=$((i+1)); busybox sleep 0.25; done; echo never-approved; exit 3"
+    );
+    std::fs::write(
+        &file,
+        format!(
+            "{IMAGE}\nsandbox \"applied\" {{\n    image \"bb\"\n    command \"/bin/busybox\" \"sh\" \"-c\" {script:?}\n    egress {{\n        allow \"127.0.0.2\" port={port}\n    }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let hosts = env.dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.2 upstream.test\n").unwrap();
+    // The supervisor inherits the apply's private mount namespace (and its /etc/hosts).
+    let apply = format!(
+        "mount --bind {} /etc/hosts && exec {} apply --yes {}",
+        hosts.display(),
+        env!("CARGO_BIN_EXE_warden"),
+        file.display()
+    );
+    let mut unshare = Command::new("unshare");
+    unshare.args(["-m", "--propagation", "private", "sh", "-c", &apply]);
+    for (k, v) in env.cmd().get_envs() {
+        if let Some(v) = v {
+            unshare.env(k, v);
+        }
+    }
+    let (code, out, err) = run(&mut unshare);
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let (_, out, _) = run(env.cmd().args(["approvals", "--json"]).arg(&file));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or(serde_json::json!([]));
+        if let Some(a) = v
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["host"] == "upstream.test"))
+        {
+            break a["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no pending approval appeared");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ps = |env: &Env| -> serde_json::Value {
+        let (_, out, _) = run(env.cmd().args(["--json", "ps"]));
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+    };
+    let pid_before = ps(&env)["pid"].clone();
+    assert!(pid_before.is_i64(), "{pid_before}");
+    let (code, _, err) = run(env.cmd().arg("approve").arg(&id).arg(&file));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("reloaded the egress policy of the applied sandbox `applied`"),
+        "{err}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ps(&env)["state"] != "exited (0)" {
+        if Instant::now() > deadline {
+            let read =
+                |p: &str| std::fs::read_to_string(env.dir.path().join(p)).unwrap_or_default();
+            panic!(
+                "the sandbox never got through: {}\nstdout: {}\nstderr: {}\nsupervisor: {}\naudit: {}",
+                ps(&env),
+                read("state/sandboxes/applied/logs/stdout.log"),
+                read("state/sandboxes/applied/logs/stderr.log"),
+                read("run/supervisors/applied/supervisor.log"),
+                read("state/sandboxes/applied/audit.jsonl"),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let row = ps(&env);
+    assert_eq!(row["restarts"], 0, "reloaded, not restarted: {row}");
+    let (_, logs, _) = run(env.cmd().args(["logs", "applied"]));
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines[0], "hello-applied", "{logs}");
+    assert!(lines[1].starts_with("approved-after="), "{logs}");
+    // The file and the state agree: nothing left to apply.
+    let (code, out, _) = run(env.cmd().arg("plan").arg(&file));
+    assert_eq!(code, 0);
+    assert!(out.starts_with("No changes."), "{out}");
+    let (code, _, err) = run(env.cmd().args(["destroy", "--yes"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
+    std::mem::forget(keep);
+}

@@ -1,0 +1,133 @@
+//! Benchmark: `warden apply` of 50 small sandboxes from an empty state, then a no-op
+//! `warden plan` on them (median of 10; target under 100 ms), and the resident memory of
+//! one idle supervisor (target under 5 MiB). Needs root (containers).
+
+use crate::bench_lang::{median, ms, release_warden};
+use anyhow::{Context, bail};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+const SANDBOXES: usize = 50;
+
+fn generated(n: usize) -> String {
+    let mut s = String::from("image \"base\" {\n    from-host \"/bin/sleep\"\n}\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "\nsandbox \"bench-{i}\" {{\n    image \"base\"\n    command \"/bin/sleep\" \"100000\"\n    limits memory=\"32MiB\" pids=8\n}}\n"
+        ));
+    }
+    s
+}
+
+fn warden(bin: &Path, dir: &Path) -> Command {
+    let mut c = Command::new(bin);
+    c.env("WARDEN_STATE_DIR", dir.join("state"))
+        .env("WARDEN_RUN_DIR", dir.join("run"))
+        .env("WARDEN_CACHE_DIR", dir.join("cache"));
+    c
+}
+
+fn ok(c: &mut Command, what: &str) -> anyhow::Result<Vec<u8>> {
+    let out = c.output().with_context(|| what.to_string())?;
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(out.stdout)
+}
+
+pub fn run(_args: &[String]) -> anyhow::Result<()> {
+    let bin = release_warden()?;
+    let dir = std::env::temp_dir().join(format!("warden-bench-apply-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("warden.kdl");
+    std::fs::write(&file, generated(SANDBOXES))?;
+    let result = measure(&bin, &dir, &file);
+    // Always tear down, even when a measurement failed.
+    let _ = warden(&bin, &dir)
+        .args(["destroy", "--yes"])
+        .arg(&file)
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn measure(bin: &Path, dir: &Path, file: &Path) -> anyhow::Result<()> {
+    // Build the image first so the apply measures supervisors and containers.
+    ok(
+        warden(bin, dir)
+            .args(["build"])
+            .arg(file)
+            .arg("--out")
+            .arg(dir.join("out")),
+        "warden build",
+    )?;
+    let t = Instant::now();
+    ok(
+        warden(bin, dir).args(["apply", "--yes"]).arg(file),
+        "warden apply",
+    )?;
+    let apply = t.elapsed();
+    let mut plans = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let out = ok(warden(bin, dir).arg("plan").arg(file), "warden plan")?;
+        plans.push(t.elapsed());
+        if !String::from_utf8_lossy(&out).starts_with("No changes.") {
+            bail!(
+                "the plan after apply is not empty:\n{}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+    let plan = median(plans);
+    let ps = ok(warden(bin, dir).args(["--json", "ps"]), "warden ps")?;
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&ps)?;
+    let mut rss: Vec<u64> = rows
+        .iter()
+        .filter_map(|r| r["supervisor_rss_bytes"].as_u64())
+        .collect();
+    rss.sort_unstable();
+    if rss.len() != SANDBOXES {
+        bail!(
+            "{} of {SANDBOXES} supervisors report their memory",
+            rss.len()
+        );
+    }
+    let running = rows.iter().filter(|r| r["state"] == "running").count();
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let rss_median = rss[rss.len() / 2];
+    println!(
+        "apply: {SANDBOXES} sandboxes from empty: {} ({running} running)",
+        ms(apply)
+    );
+    println!(
+        "apply: no-op plan on {SANDBOXES} sandboxes: {} (target < 100 ms: {})",
+        ms(plan),
+        if plan.as_millis() < 100 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    println!(
+        "apply: idle supervisor RSS: median {:.2} MiB, max {:.2} MiB (target < 5 MiB: {})",
+        mib(rss_median),
+        mib(*rss.last().unwrap_or(&0)),
+        if mib(rss_median) < 5.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    let t = Instant::now();
+    ok(
+        warden(bin, dir).args(["destroy", "--yes"]).arg(file),
+        "warden destroy",
+    )?;
+    println!(
+        "apply: destroy of {SANDBOXES} sandboxes: {}",
+        ms(t.elapsed())
+    );
+    Ok(())
+}
