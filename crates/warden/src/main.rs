@@ -118,11 +118,14 @@ fn main() -> ExitCode {
     if multicall::is_init() {
         return multicall::init_main();
     }
-    let cli = Cli::parse();
-    if let Command::Supervise { launch } = &cli.command {
-        let code = deploy::supervisor::main(launch);
+    // The supervisor is long-lived: it skips argument parsing so the pages of the parser
+    // are never touched (they would stay resident for the sandbox's lifetime).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().take(4).collect();
+    if args.len() == 3 && args[1] == deploy::supervisor::SUBCOMMAND {
+        let code = deploy::supervisor::main(std::path::Path::new(&args[2]));
         return ExitCode::from(u8::try_from(code).unwrap_or(2));
     }
+    let cli = Cli::parse();
     let out = ui::Out {
         json: cli.json,
         diagnostics_as_json: matches!(cli.command, Command::Check { .. }),
@@ -158,7 +161,7 @@ fn main() -> ExitCode {
         }
         Command::Ps => commands::ps::ps(&out),
         Command::Logs { name, follow, tail } => commands::ps::logs(&name, follow, tail),
-        Command::Supervise { .. } => Ok(Exit::Internal),
+        Command::Supervise { launch } => Ok(Exit::Code(deploy::supervisor::main(&launch))),
     };
     match result {
         Ok(Exit::Ok) => ExitCode::SUCCESS,
