@@ -95,6 +95,29 @@ fn measure(bin: &Path, dir: &Path, file: &Path) -> anyhow::Result<()> {
         );
     }
     let running = rows.iter().filter(|r| r["state"] == "running").count();
+    // RSS counts the binary's and libc's clean pages, which every supervisor shares; the
+    // proportional (Pss) and private figures say what one more supervisor costs.
+    let rollup = |pid: u64, key: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+        text.lines()
+            .find(|l| l.starts_with(key))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|k| k * 1024)
+    };
+    let pids: Vec<u64> = rows
+        .iter()
+        .filter_map(|r| r["supervisor_pid"].as_u64())
+        .collect();
+    let mut pss: Vec<u64> = pids.iter().filter_map(|p| rollup(*p, "Pss:")).collect();
+    let mut private: Vec<u64> = pids
+        .iter()
+        .filter_map(|p| Some(rollup(*p, "Private_Clean:")? + rollup(*p, "Private_Dirty:")?))
+        .collect();
+    pss.sort_unstable();
+    private.sort_unstable();
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let rss_median = rss[rss.len() / 2];
     println!(
@@ -120,6 +143,13 @@ fn measure(bin: &Path, dir: &Path, file: &Path) -> anyhow::Result<()> {
             "NOT met"
         }
     );
+    if let (Some(p), Some(q)) = (pss.get(pss.len() / 2), private.get(private.len() / 2)) {
+        println!(
+            "apply: idle supervisor Pss (shared pages divided among {SANDBOXES}): median {:.2} MiB; private: median {:.2} MiB",
+            mib(*p),
+            mib(*q)
+        );
+    }
     let t = Instant::now();
     ok(
         warden(bin, dir).args(["destroy", "--yes"]).arg(file),
