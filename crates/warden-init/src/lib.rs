@@ -3,6 +3,8 @@
 //! The OCI config runs `/.warden/init -- CMD ARGS...` with the JSON
 //! [`warden_wire::init::InitConfig`] in `WARDEN_INIT_CONFIG`. In this order, warden-init:
 //!
+//! 0. as PID 1, asks the kernel for `SIGKILL` when its parent dies
+//!    (`prctl(PR_SET_PDEATHSIG)`), so the sandbox never runs unsupervised;
 //! 1. blocks every signal (so nothing arriving during setup can kill or confuse it; they are
 //!    handled later by `sigtimedwait`, never by a signal handler);
 //! 2. parses the config and compiles the seccomp filter, before touching the kernel, so a bad
@@ -41,6 +43,17 @@
 //!   `SIGPIPE` reset to default (Rust's runtime ignores it, and exec keeps ignored signals).
 //! - **Exec errors** travel from the child to init over a close-on-exec pipe, so init (not
 //!   the half-set-up child) prints the message and chooses 126/127.
+//! - **Parent death.** The container's PID 1 is a child of the runtime thread that created
+//!   it (libcontainer clones it with `CLONE_PARENT` from an intermediate process). If that
+//!   runtime dies (SIGKILL, OOM kill, crash), PID 1 gets `SIGKILL`, and the kernel kills the
+//!   rest of the pid namespace with it; the runtime's stale-run clean-up removes the
+//!   cgroups and state. The setting is made here, first thing, because the kernel clears it
+//!   whenever the credentials change, which the runtime does right before the exec; a
+//!   parent that dies in the instant between that exec and this `prctl` is not noticed
+//!   (its stale-run clean-up still kills the sandbox). Not set when warden-init is not
+//!   PID 1: a process `exec`'d into a running sandbox whose parent dies keeps running,
+//!   confined, and ends with the sandbox (the kernel kills every process of a pid
+//!   namespace when its PID 1 dies).
 //! - **Not PID 1?** (tests, `warden run` without a pid namespace) warden-init makes itself
 //!   a child subreaper so orphans still come to it, and the grace-period SIGKILL goes to the
 //!   command's process group instead of `kill(-1)`, which outside a pid namespace would
@@ -124,6 +137,10 @@ pub fn run(
     env: Vec<(OsString, OsString)>,
     diag: &mut dyn Write,
 ) -> Result<i32, Error> {
+    let pid1 = supervise::is_pid1();
+    if pid1 {
+        supervise::die_with_parent()?;
+    }
     let signals = supervise::Signals::block_all()?;
     let command = config::command(args)?;
     let raw = env
@@ -147,7 +164,6 @@ pub fn run(
     seccomp::set_no_new_privs()?;
     seccomp::install(&filters)?;
 
-    let pid1 = supervise::is_pid1();
     if !pid1 {
         supervise::become_subreaper()?;
     }

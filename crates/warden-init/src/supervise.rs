@@ -78,6 +78,20 @@ pub fn is_pid1() -> bool {
     std::process::id() == 1
 }
 
+/// As a sandbox's PID 1: be killed when the parent dies. The parent is the runtime thread
+/// that created the container; without it nobody forwards signals to the sandbox or
+/// cleans up after it, so the sandbox must not outlive it. The kernel tears down the whole
+/// pid namespace when its PID 1 dies. Set here and not by the runtime because the setting
+/// is cleared when the credentials change, which the runtime does right before the exec.
+pub fn die_with_parent() -> Result<(), Error> {
+    // SAFETY: integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if rc != 0 {
+        return Err(Error::sys("prctl(PR_SET_PDEATHSIG)"));
+    }
+    Ok(())
+}
+
 /// Outside a pid namespace, orphans of the command should still come to us.
 pub fn become_subreaper() -> Result<(), Error> {
     // SAFETY: integer arguments only.

@@ -81,6 +81,22 @@ pub fn leftover_cgroups(cgroup_path: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Whether process `pid` is in `cgroup_path` in at least one hierarchy (as this process
+/// sees the paths in `/proc/<pid>/cgroup`). Tells a container's init from a process that
+/// reused its pid.
+pub(crate) fn process_in_cgroup(pid: i32, cgroup_path: &Path) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .is_ok_and(|text| lists_cgroup(&text, cgroup_path))
+}
+
+fn lists_cgroup(proc_cgroup: &str, cgroup_path: &Path) -> bool {
+    // "<hierarchy id>:<controllers>:<path>"; the path may itself contain `:`.
+    proc_cgroup
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .any(|p| Path::new(p) == cgroup_path)
+}
+
 /// Removes `cgroup_path` in every hierarchy, children before parents. Cgroups that still
 /// hold processes (exiting after their pid namespace's init died) are retried until
 /// `patience` runs out; any process still listed then is killed first.
@@ -157,6 +173,16 @@ mod tests {
                 PathBuf::from("/sys/fs/cgroup/cpu x"),
             ]
         );
+    }
+
+    #[test]
+    fn membership_is_read_from_any_hierarchy_line() {
+        let text = "12:pids:/warden/a-1\n11:memory:/warden/a-1\n0::/user.slice\n";
+        assert!(lists_cgroup(text, Path::new("/warden/a-1")));
+        assert!(!lists_cgroup(text, Path::new("/warden/a")));
+        assert!(!lists_cgroup(text, Path::new("/warden/a-1/sub")));
+        assert!(lists_cgroup("0::/x:y\n", Path::new("/x:y")));
+        assert!(!lists_cgroup("", Path::new("/warden/a-1")));
     }
 
     #[test]

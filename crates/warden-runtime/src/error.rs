@@ -72,4 +72,22 @@ pub enum RuntimeError {
     },
     #[error("cannot clean up container `{id}`: {what}")]
     Cleanup { id: String, what: String },
+    #[error("no container `{id}` under `{state_root}`")]
+    NotFound { id: String, state_root: PathBuf },
+    #[error("container `{id}` is not running: {reason}")]
+    NotRunning { id: String, reason: String },
+    #[error("cannot read the state of container `{id}`")]
+    State {
+        id: String,
+        #[source]
+        source: LibcontainerError,
+    },
+    #[error("cannot exec in container `{id}`: {reason}")]
+    InvalidExec { id: String, reason: String },
+    #[error("cannot exec in container `{id}`")]
+    Exec {
+        id: String,
+        #[source]
+        source: LibcontainerError,
+    },
 }

@@ -5,7 +5,8 @@
 //! One run, start to end ([`run_foreground`]):
 //!
 //! 1. read `<bundle>/config.json`, apply the run's changes (command override, a cgroup
-//!    path unique to the run, absolute root and bind sources) and write the result to
+//!    path unique to the run, absolute root and bind sources, supplementary groups set
+//!    explicitly so the host's do not leak in) and write the result to
 //!    `<state_root>/bundles/<id>/config.json` (the compiled bundle is never modified);
 //! 2. install handlers for the forwarded signals (so Ctrl-C cannot kill warden before it
 //!    cleans up), create the container (`<state_root>/containers/<id>`);
@@ -18,6 +19,18 @@
 //!    from `/proc/self/mountinfo` once per controller (milliseconds on a v1 host) and only
 //!    adds poststop hooks, which warden bundles do not have (refused).
 //!
+//! The container's init is a child of the thread that calls [`run_foreground`] (libcontainer
+//! creates it from that thread, and clones it with `CLONE_PARENT` from an intermediate
+//! process). warden-init, as the container's PID 1, asks for `SIGKILL` when that thread
+//! ends, so a warden process that is killed takes its sandboxes down with it;
+//! [`remove_stale`] then removes what is left (cgroups, state, bundle copy).
+//!
+//! One more command in a running container ([`exec_in`]), from any process: joins the
+//! container's cgroups and namespaces (its user namespace too, which libcontainer's tenant
+//! builder does not do by itself), takes the user, groups, capabilities, rlimits, cwd and
+//! environment of the container's `process`, and runs under warden-init when the
+//! container does, so Landlock and seccomp apply as well. No terminal (yet).
+//!
 //! Requirements on the bundle (what the compiler emits): an absolute `cgroupsPath` (its
 //! parent is kept, the last component becomes the container id), no OCI `hooks`, a root
 //! and bundle directory the mapped container root can traverse (mode `0755`), and no
@@ -27,6 +40,7 @@
 
 mod cgroup;
 mod error;
+mod exec;
 mod netns;
 mod run;
 mod signals;
@@ -35,6 +49,7 @@ mod stale;
 
 pub use cgroup::leftover_cgroups;
 pub use error::RuntimeError;
+pub use exec::{ExecOptions, exec_in};
 pub use netns::{bind_in_netns, loopback_up_in_netns};
 pub use run::{
     BeforeStart, NetworkSetup, RunOptions, StartContext, Stdio, new_container_id, run_foreground,

@@ -17,12 +17,22 @@ use crate::{cgroup, netns, spec, stale};
 
 /// How long the runtime waits for the init after forwarding a terminating signal when the
 /// bundle does not run warden-init (whose grace period is used otherwise).
-const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 /// Extra time on top of warden-init's grace period: warden-init kills the command when
 /// the grace period is over and needs a moment to exit itself.
-const KILL_MARGIN: Duration = Duration::from_secs(2);
+pub(crate) const KILL_MARGIN: Duration = Duration::from_secs(2);
 /// How long clean-up waits for the cgroups' last processes to exit.
 const CLEANUP_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Held around every libcontainer create, start and exec of this process. libcontainer
+/// briefly changes the process-wide working directory to bind and connect its notify
+/// sockets by relative name, and the processes it clones inherit every open descriptor
+/// (its exec error pipe among them) until they exec: two of these at once in one process
+/// could bind a socket in the wrong directory or keep each other's pipe open.
+pub(crate) fn libcontainer_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// What the network namespace gets before the command starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,7 +135,7 @@ pub fn new_container_id(sandbox: &str) -> String {
     format!("{sandbox}-{hex}")
 }
 
-fn validate_id(id: &str) -> Result<(), RuntimeError> {
+pub(crate) fn validate_id(id: &str) -> Result<(), RuntimeError> {
     let bad = |reason| {
         Err(RuntimeError::InvalidId {
             id: id.to_string(),
@@ -194,6 +204,12 @@ pub fn run_foreground(bundle: &Path, opts: &RunOptions) -> Result<i32, RuntimeEr
     annotations.insert(stale::OWNER_ANNOTATION.to_string(), stale::self_owner());
     let mut run = run;
     run.spec.set_annotations(Some(annotations));
+    let rootless =
+        libcontainer::utils::rootless_required(&*libcontainer::syscall::syscall::create_syscall())
+            .unwrap_or(true);
+    if !rootless {
+        spec::pin_supplementary_groups(&mut run.spec);
+    }
     run.spec
         .save(&copy_config)
         .map_err(|source| RuntimeError::WriteBundle {
@@ -263,11 +279,11 @@ fn create_start_wait(
     if let Some(fd) = &opts.stdio.stderr {
         builder = builder.with_stderr(dup(fd)?);
     }
-    let mut container = builder
-        .as_init(copy)
-        .with_systemd(false)
-        .build()
-        .map_err(create_err)?;
+    let built = {
+        let _lock = libcontainer_lock();
+        builder.as_init(copy).with_systemd(false).build()
+    };
+    let mut container = built.map_err(create_err)?;
     let init_pid = container.pid().map(|p| p.as_raw());
     cleanup.init_pid = init_pid;
     let Some(init_pid) = init_pid else {
@@ -298,7 +314,11 @@ fn create_start_wait(
     if let Some(&sig) = early.iter().find(|&&s| is_terminating(s)) {
         return Ok(exit_code_for_signal(sig));
     }
-    container.start().map_err(|source| RuntimeError::Start {
+    let started = {
+        let _lock = libcontainer_lock();
+        container.start()
+    };
+    started.map_err(|source| RuntimeError::Start {
         id: id.to_string(),
         source,
     })?;
@@ -312,7 +332,7 @@ fn create_start_wait(
 }
 
 /// Waits for the init to exit, forwarding signals; returns its exit code.
-fn wait_forwarding(
+pub(crate) fn wait_forwarding(
     id: &str,
     init_pid: i32,
     signals: &SignalGuard,
@@ -377,7 +397,7 @@ fn wait_forwarding(
 }
 
 /// waitpid for `pid`; exit code or 128 + signal.
-fn reap(pid: i32) -> io::Result<i32> {
+pub(crate) fn reap(pid: i32) -> io::Result<i32> {
     let mut status = 0;
     loop {
         // SAFETY: waitpid on our own child, writing into a live int.
@@ -401,7 +421,7 @@ fn reap(pid: i32) -> io::Result<i32> {
     }
 }
 
-fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open(2) returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {

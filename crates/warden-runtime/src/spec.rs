@@ -104,7 +104,7 @@ fn override_command(args: &[String], cmd: &[String]) -> Vec<String> {
     }
 }
 
-fn init_grace_period(env: &[String]) -> Result<Option<Duration>, String> {
+pub(crate) fn init_grace_period(env: &[String]) -> Result<Option<Duration>, String> {
     let prefix = format!("{INIT_CONFIG_ENV}=");
     let Some(json) = env.iter().find_map(|e| e.strip_prefix(&prefix)) else {
         return Ok(None);
@@ -112,6 +112,24 @@ fn init_grace_period(env: &[String]) -> Result<Option<Duration>, String> {
     let config: InitConfig = serde_json::from_str(json)
         .map_err(|e| format!("`{INIT_CONFIG_ENV}` is not a valid init config: {e}"))?;
     Ok(Some(Duration::from_millis(config.grace_period_ms)))
+}
+
+/// Makes libcontainer set the process's supplementary groups: it calls `setgroups` only
+/// for a non-empty `additionalGids`, and otherwise leaves the process with the groups of
+/// the warden process that created it (host groups, unmapped in the container but still
+/// granting access to host files of those groups). An empty list becomes the process's
+/// own gid. Only for a privileged (root) caller: libcontainer refuses supplementary groups
+/// in a rootless user namespace.
+pub(crate) fn pin_supplementary_groups(spec: &mut Spec) {
+    let Some(mut process) = spec.process().clone() else {
+        return;
+    };
+    let user = process.user_mut();
+    if user.additional_gids().as_ref().is_none_or(|g| g.is_empty()) {
+        let gid = user.gid();
+        user.set_additional_gids(Some(vec![gid]));
+    }
+    spec.set_process(Some(process));
 }
 
 fn absolute(bundle: &Path, path: &Path) -> PathBuf {
@@ -287,6 +305,30 @@ mod tests {
         let s = spec(&["/.warden/init", "--", "/bin/agent"], env, None);
         let run = for_run(s, Path::new("/b"), "x", None).unwrap();
         assert_eq!(run.grace_period, Some(Duration::from_millis(2500)));
+    }
+
+    #[test]
+    fn supplementary_groups_default_to_the_process_gid() {
+        let mut s = spec(&["/bin/agent"], vec![], None);
+        let mut process = s.process().clone().unwrap();
+        process.user_mut().set_gid(1000);
+        s.set_process(Some(process));
+        pin_supplementary_groups(&mut s);
+        let gids = |s: &Spec| {
+            s.process()
+                .as_ref()
+                .unwrap()
+                .user()
+                .additional_gids()
+                .clone()
+        };
+        assert_eq!(gids(&s), Some(vec![1000]));
+
+        let mut process = s.process().clone().unwrap();
+        process.user_mut().set_additional_gids(Some(vec![5, 20]));
+        s.set_process(Some(process));
+        pin_supplementary_groups(&mut s);
+        assert_eq!(gids(&s), Some(vec![5, 20]));
     }
 
     #[test]

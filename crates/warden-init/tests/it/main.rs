@@ -658,3 +658,68 @@ fn grace_kill_as_pid1_reaches_other_process_groups() {
     );
     assert_eq!(rest(stdout), "");
 }
+
+/// Children of every thread of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+                .flat_map(|c| {
+                    c.split_whitespace()
+                        .filter_map(|p| p.parse().ok())
+                        .collect::<Vec<u32>>()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The process exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        !matches!(state, None | Some("Z") | Some("X"))
+    })
+}
+
+#[test]
+fn pid1_dies_with_its_parent_and_takes_the_namespace_along() {
+    // Needs root. `unshare --fork` is the parent of warden-init, PID 1 of a new pid
+    // namespace; unshare itself sets no parent-death signal. SIGKILL it: warden-init gets
+    // SIGKILL, and the kernel kills the rest of the namespace.
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        INIT,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo ready; exec sleep 30",
+    ])
+    .env("WARDEN_INIT_CONFIG", plain());
+    let (mut unshare, _stdout) = start_ready(cmd);
+    let [init_pid] = children(unshare.id())[..] else {
+        panic!("unshare has one child: {:?}", children(unshare.id()));
+    };
+    let [command] = children(init_pid)[..] else {
+        panic!("warden-init has one child: {:?}", children(init_pid));
+    };
+    assert!(alive(init_pid) && alive(command));
+    signal(&unshare, libc::SIGKILL);
+    assert_eq!(wait(&mut unshare).code(), None);
+    let t0 = Instant::now();
+    while (alive(init_pid) || alive(command)) && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        !alive(init_pid) && !alive(command),
+        "warden-init outlived its parent by {:?}",
+        t0.elapsed()
+    );
+}

@@ -2,6 +2,8 @@
 //! warden-init as PID 1 and warden-probe trying to escape. They need root (CI runs as
 //! root) and the Debian package `busybox-static`.
 
+mod exec;
+mod parent_death;
 mod spec;
 mod support;
 
@@ -283,6 +285,13 @@ fn escape_setup(b: &Bundle) -> (tempfile::NamedTempFile, Vec<String>) {
 /// The escape suite's verdict on the probe's output: every attempt blocked with exactly
 /// the expected errno, the control attempt allowed, and no attempt unaccounted for.
 fn assert_escape_blocked(stdout: &str) {
+    // Only the sandbox's own processes are visible: warden-init (1) and the probe (2).
+    assert_escape_blocked_seeing(stdout, "1,2", &[]);
+}
+
+/// [`assert_escape_blocked`] for a probe that sees the processes `visible_pids`, with the
+/// errnos of some attempts replaced by `other_errnos` (still blocked).
+fn assert_escape_blocked_seeing(stdout: &str, visible_pids: &str, other_errnos: &[(&str, &str)]) {
     let got = probe_lines(stdout);
 
     let sysrq = if Path::new("/proc/sysrq-trigger").exists() {
@@ -339,6 +348,10 @@ fn assert_escape_blocked(stdout: &str) {
     ];
     let mut mismatches = Vec::new();
     for (name, errno) in expected {
+        let errno = other_errnos
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(errno, |(_, e)| e);
         let line = got.get(*name);
         let ok = line.is_some_and(|l| {
             l["result"] == "blocked" && l.get("errno").map(String::as_str) == Some(errno)
@@ -357,8 +370,7 @@ fn assert_escape_blocked(stdout: &str) {
     // no_new_privs: the setuid bit does nothing.
     assert_eq!(got["setuid_binary"]["result"], "blocked");
     assert_eq!(got["setuid_binary"]["detail"], "uid=1000 euid=1000");
-    // Only the sandbox's own processes are visible: warden-init (1) and the probe (2).
-    assert_eq!(got["visible_pids"]["detail"], "1,2");
+    assert_eq!(got["visible_pids"]["detail"], visible_pids);
     // The control attempt succeeds: the suite can tell allowed from blocked.
     assert_eq!(got["write_tmp_allowed"]["result"], "ALLOWED");
     // Every attempt was expected: a new attempt must be added to the table.

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use warden_runtime::{RunOptions, Stdio, leftover_cgroups, new_container_id, run_foreground};
+use warden_runtime::{
+    ExecOptions, RunOptions, Stdio, exec_in, leftover_cgroups, new_container_id, run_foreground,
+};
 
 use crate::spec::{SandboxSpec, sandbox_spec};
 
@@ -157,24 +159,234 @@ pub fn run(
     tweak: impl FnOnce(&mut RunOptions),
 ) -> Outcome {
     let id = new_container_id("it");
-    let mut opts = RunOptions::new(&id, state_root());
-    opts.args_override = args_override.map(|a| a.iter().map(|s| s.to_string()).collect());
-    let out = tempfile::tempfile().expect("stdout file");
-    let err = tempfile::tempfile().expect("stderr file");
-    opts.stdio = Stdio {
-        stdin: None,
-        stdout: Some(out.try_clone().expect("dup").into()),
-        stderr: Some(err.try_clone().expect("dup").into()),
-    };
-    tweak(&mut opts);
-    let code = run_foreground(bundle.path(), &opts)
-        .unwrap_or_else(|e| panic!("run failed: {}", chain(&e)));
+    let o = run_with_id(bundle.path(), &id, args_override, tweak);
     assert_clean(&id);
+    o
+}
+
+fn run_with_id(
+    bundle: &Path,
+    id: &str,
+    args_override: Option<&[&str]>,
+    tweak: impl FnOnce(&mut RunOptions),
+) -> Outcome {
+    let mut opts = RunOptions::new(id, state_root());
+    opts.args_override = args_override.map(|a| a.iter().map(|s| s.to_string()).collect());
+    let (stdio, out, err) = captured();
+    opts.stdio = stdio;
+    tweak(&mut opts);
+    let code =
+        run_foreground(bundle, &opts).unwrap_or_else(|e| panic!("run failed: {}", chain(&e)));
     Outcome {
         code,
         stdout: read_all(out),
         stderr: read_all(err),
     }
+}
+
+/// stdout and stderr into files.
+fn captured() -> (Stdio, fs::File, fs::File) {
+    let out = tempfile::tempfile().expect("stdout file");
+    let err = tempfile::tempfile().expect("stderr file");
+    let stdio = Stdio {
+        stdin: None,
+        stdout: Some(out.try_clone().expect("dup").into()),
+        stderr: Some(err.try_clone().expect("dup").into()),
+    };
+    (stdio, out, err)
+}
+
+/// A container running in the foreground on a thread of its own.
+pub struct Background {
+    pub id: String,
+    /// Host pid of the container's init (warden-init, PID 1 inside).
+    pub init_pid: i32,
+    thread: Option<std::thread::JoinHandle<Outcome>>,
+}
+
+/// Starts the bundle on a thread and returns once its command runs (state `running`, the
+/// init has exec'd, and has a child if it is warden-init).
+pub fn start_in_background(bundle: &Bundle, args_override: Option<&[&str]>) -> Background {
+    let id = new_container_id("it");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = bundle.path().to_path_buf();
+    let args: Option<Vec<String>> =
+        args_override.map(|a| a.iter().map(|s| s.to_string()).collect());
+    let thread_id = id.clone();
+    let thread = std::thread::spawn(move || {
+        let args: Option<Vec<&str>> = args
+            .as_ref()
+            .map(|a| a.iter().map(String::as_str).collect());
+        run_with_id(&path, &thread_id, args.as_deref(), |opts| {
+            opts.before_start = Some(Box::new(move |ctx| {
+                let _ = tx.send(ctx.init_pid);
+                Ok(())
+            }));
+        })
+    });
+    let init_pid = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the container is created");
+    let bg = Background {
+        id,
+        init_pid,
+        thread: Some(thread),
+    };
+    wait_running(&state_root(), &bg.id, init_pid);
+    bg
+}
+
+/// Waits until the container `id` under `root` is `running` and its command started.
+pub fn wait_running(root: &Path, id: &str, init_pid: i32) {
+    use libcontainer::container::{Container, ContainerStatus};
+    let dir = root.join("containers").join(id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let running =
+            Container::load(dir.clone()).is_ok_and(|c| c.status() == ContainerStatus::Running);
+        if running && command_started(init_pid) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container {id} did not start its command"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+impl Background {
+    /// SIGTERM to the init (warden-init forwards it); the run's outcome once it has
+    /// cleaned up.
+    pub fn stop(mut self) -> Outcome {
+        // SAFETY: kill(2) to the container's init, a child of the run's thread.
+        unsafe { libc::kill(self.init_pid, libc::SIGTERM) };
+        let o = self.join();
+        assert_clean(&self.id);
+        o
+    }
+
+    /// The run's outcome after it ended by itself.
+    pub fn join(&mut self) -> Outcome {
+        let thread = self.thread.take().expect("joined once");
+        thread
+            .join()
+            .unwrap_or_else(|_| panic!("the run of {} failed", self.id))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            // A failed test: do not leave the container running.
+            // SAFETY: as in `stop`.
+            unsafe { libc::kill(self.init_pid, libc::SIGKILL) };
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The container's init has exec'd (it is no longer a clone of this test binary), and,
+/// if it is warden-init, has started the command.
+fn command_started(init_pid: i32) -> bool {
+    let exe = fs::read_link(format!("/proc/{init_pid}/exe"));
+    let me = std::env::current_exe();
+    if let (Ok(exe), Ok(me)) = (&exe, &me)
+        && exe == me
+    {
+        return false;
+    }
+    let runs_init = exe.is_ok_and(|e| e == Path::new(warden_wire::init::INIT_PATH));
+    !runs_init || !children(init_pid).is_empty()
+}
+
+/// Children of every thread of process `pid`.
+pub fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<i32> = tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
+}
+
+/// Runs `args` in the running container `id` with output captured; asserts that the
+/// exec left nothing behind: no file in the container's state directory or bundle copy
+/// and no child of this process that was not there before.
+pub fn exec(id: &str, args: &[&str], tweak: impl FnOnce(&mut ExecOptions)) -> Outcome {
+    let code = try_exec(id, args, tweak);
+    match code {
+        Ok(o) => o,
+        Err(e) => panic!("exec failed: {}", chain(&e)),
+    }
+}
+
+/// [`exec`] that returns the error instead of panicking on it.
+pub fn try_exec(
+    id: &str,
+    args: &[&str],
+    tweak: impl FnOnce(&mut ExecOptions),
+) -> Result<Outcome, Box<warden_runtime::RuntimeError>> {
+    let root = state_root();
+    let dirs = [
+        root.join("containers").join(id),
+        root.join("bundles").join(id),
+    ];
+    let before: Vec<Vec<String>> = dirs.iter().map(|d| listing(d)).collect();
+    let me = std::process::id() as i32;
+    let children_before = children(me);
+    let mut opts = ExecOptions::new(args.iter().map(|s| s.to_string()).collect());
+    let (stdio, out, err) = captured();
+    opts.stdio = stdio;
+    tweak(&mut opts);
+    let code = exec_in(&root, id, opts);
+    // The run may end meanwhile and remove its own files and child: only new ones count.
+    let after: Vec<Vec<String>> = dirs.iter().map(|d| listing(d)).collect();
+    for (after, before) in after.iter().zip(&before) {
+        let new: Vec<&String> = after.iter().filter(|f| !before.contains(f)).collect();
+        assert!(new.is_empty(), "the exec left files behind: {new:?}");
+    }
+    let new: Vec<i32> = children(me)
+        .into_iter()
+        .filter(|c| !children_before.contains(c))
+        .collect();
+    assert!(new.is_empty(), "the exec left children behind: {new:?}");
+    Ok(Outcome {
+        code: code.map_err(Box::new)?,
+        stdout: read_all(out),
+        stderr: read_all(err),
+    })
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 pub fn chain(e: &dyn std::error::Error) -> String {
