@@ -23,12 +23,17 @@ pub(crate) fn self_owner() -> String {
 }
 
 /// Field 22 of `/proc/<pid>/stat`: distinguishes a process from a later one that reuses
-/// its pid.
+/// its pid. `None` for a process that has exited but not been reaped yet (a zombie: its
+/// parent, often the host's init after a reparenting, may reap it much later).
 fn start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     // After the command: state is field 3, starttime field 22.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 fn owner_alive(owner: &str) -> bool {

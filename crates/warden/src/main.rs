@@ -98,6 +98,16 @@ enum Command {
         #[arg(long, value_name = "N")]
         tail: Option<usize>,
     },
+    /// Run a command inside an applied, running sandbox, with its isolation.
+    Exec {
+        name: String,
+        /// Give the command a terminal (not supported yet: refused with a clear error).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// The supervisor of one applied sandbox (started by `apply`).
     #[command(hide = true)]
     Supervise { launch: PathBuf },
@@ -161,6 +171,7 @@ fn main() -> ExitCode {
         }
         Command::Ps => commands::ps::ps(&out),
         Command::Logs { name, follow, tail } => commands::ps::logs(&name, follow, tail),
+        Command::Exec { name, tty, command } => commands::ps::exec(&name, tty, command),
         Command::Supervise { launch } => Ok(Exit::Code(deploy::supervisor::main(&launch))),
     };
     match result {

@@ -198,10 +198,13 @@ fn sweep(paths: &Paths, st: &State) -> Vec<String> {
             ));
         }
     }
-    if let Ok(removed) = warden_runtime::remove_stale(&paths.run_dir) {
-        for id in removed {
-            notes.push(format!("removed the leftover container `{id}`"));
+    match warden_runtime::remove_stale(&paths.run_dir) {
+        Ok(removed) => {
+            for id in removed {
+                notes.push(format!("removed the leftover container `{id}`"));
+            }
         }
+        Err(e) => notes.push(format!("could not remove every leftover container: {e}")),
     }
     if let Ok(dirs) = std::fs::read_dir(paths.supervisors()) {
         for d in dirs.flatten() {

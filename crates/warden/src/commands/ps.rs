@@ -252,3 +252,42 @@ impl Follower {
         Ok(!buf.is_empty())
     }
 }
+
+/// `warden exec NAME [-t] -- CMD...`: run a command in an applied, running sandbox, with
+/// the sandbox's isolation (namespaces, user, capabilities, cgroups, Landlock, seccomp).
+pub fn exec(name: &str, tty: bool, command: Vec<String>) -> anyhow::Result<Exit> {
+    let paths = Paths::from_env();
+    let st = match State::load(&paths) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::Internal);
+        }
+    };
+    let Some(entry) = st.sandboxes.get(name) else {
+        eprintln!("error: no sandbox named `{name}` was applied (see `warden ps`)");
+        return Ok(Exit::User);
+    };
+    let status = entry
+        .supervisor
+        .filter(|p| p.alive())
+        .and_then(|_| control::status(&paths.socket(name)).ok());
+    let container = match &status {
+        Some(s) if s.phase == Phase::Running => s.container_id.clone(),
+        _ => None,
+    };
+    let Some(container) = container else {
+        let r = row(&paths, name, entry);
+        eprintln!("error: sandbox `{name}` is not running ({})", r.state);
+        return Ok(Exit::User);
+    };
+    let mut opts = warden_runtime::ExecOptions::new(command);
+    opts.tty = tty;
+    match warden_runtime::exec_in(&paths.run_dir, &container, opts) {
+        Ok(code) => Ok(Exit::Code(code)),
+        Err(e) => {
+            eprintln!("error: cannot exec in `{name}`: {e}");
+            Ok(Exit::Internal)
+        }
+    }
+}

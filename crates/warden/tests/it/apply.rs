@@ -513,3 +513,100 @@ fn apply_needs_confirmation_and_a_saved_plan_is_applied_exactly() {
     assert_eq!(run(env.cmd().args(["destroy", "--yes"]).arg(&file)).0, 0);
     assert_all_gone(&env, "sp");
 }
+
+#[test]
+fn exec_joins_the_running_sandbox_with_its_isolation() {
+    let env = Env::new();
+    let _guard = Guard(&env);
+    let file = env.dir.path().join("warden.kdl");
+    std::fs::write(
+        &file,
+        "image \"bb\" {\n    from-host \"/bin/busybox\"\n}\n\nsandbox \"ex-box\" {\n    image \"bb\"\n    command \"/bin/busybox\" \"sleep\" \"1000\"\n}\n",
+    )
+    .unwrap();
+    let (code, _, err) = apply(&env, &file);
+    assert_eq!(code, 0, "{err}");
+    let init = pid_of(&ps_by_name(&env), "ex-box");
+    let exec = |args: &[&str]| run(env.cmd().args(["exec", "ex-box", "--"]).args(args));
+    let (code, out, err) = exec(&[
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "for n in net mnt user pid; do busybox readlink /proc/self/ns/$n; done; busybox id -u; busybox touch /etc/x 2>&1; exit 5",
+    ]);
+    assert_eq!(code, 5, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    for (i, ns) in ["net", "mnt", "user", "pid"].iter().enumerate() {
+        let host = std::fs::read_link(format!("/proc/{init}/ns/{ns}")).unwrap();
+        assert_eq!(lines[i], host.display().to_string(), "{ns}: {out}");
+        let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(
+            lines[i],
+            mine.display().to_string(),
+            "{ns} is not the host's"
+        );
+    }
+    assert_eq!(lines[4], "1000");
+    assert!(lines[5].contains("Read-only file system"), "{out}");
+    let (code, _, err) = exec(&["/bin/nonexistent"]);
+    assert_eq!(code, 127, "{err}");
+    let (code, _, err) =
+        run(env
+            .cmd()
+            .args(["exec", "-t", "ex-box", "--", "/bin/busybox", "true"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("terminal"), "{err}");
+    let (code, _, err) = run(env
+        .cmd()
+        .args(["exec", "nope", "--", "/bin/busybox", "true"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("no sandbox named `nope` was applied"), "{err}");
+    // The exec left nothing: the sandbox still converged, its container dirs unchanged.
+    assert_eq!(run(env.cmd().args(["destroy", "--yes"]).arg(&file)).0, 0);
+    assert_all_gone(&env, "ex");
+}
+
+#[test]
+fn a_dead_supervisor_takes_its_sandbox_down_and_apply_restores_it() {
+    let env = Env::new();
+    let _guard = Guard(&env);
+    let file = env.dir.path().join("warden.kdl");
+    std::fs::write(&file, three("sd", 64, "example.org")).unwrap();
+    assert_eq!(apply(&env, &file).0, 0);
+    let rows = ps_by_name(&env);
+    let sup = rows["sd-b"]["supervisor_pid"].as_i64().unwrap();
+    let init = pid_of(&rows, "sd-b");
+    // SAFETY: signalling a process.
+    unsafe { libc::kill(sup as i32, libc::SIGKILL) };
+    wait_until(
+        "the sandbox to die with its supervisor",
+        Duration::from_secs(3),
+        || {
+            !Path::new(&format!("/proc/{init}")).exists()
+                || std::fs::read_to_string(format!("/proc/{init}/stat")).is_ok_and(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+        },
+    );
+    let rows = ps_by_name(&env);
+    assert_eq!(rows["sd-b"]["state"], "dead (supervisor gone)");
+    assert_eq!(rows["sd-a"]["state"], "running");
+    assert_eq!(
+        actions(&plan_json(&env, &file)),
+        vec![(
+            "sd-b".into(),
+            "create".into(),
+            vec!["not running: its supervisor is gone".into()]
+        )]
+    );
+    let (code, _, err) = apply(&env, &file);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("removed the leftover container `sd-b-"),
+        "{err}"
+    );
+    assert_converged(&env, &file, "sd", &["a", "b", "c"]);
+    assert_eq!(run(env.cmd().args(["destroy", "--yes"]).arg(&file)).0, 0);
+    assert_all_gone(&env, "sd");
+}
