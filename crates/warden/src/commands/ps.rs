@@ -172,8 +172,9 @@ pub fn ps(out: &Out) -> anyhow::Result<Exit> {
 pub fn logs(name: &str, follow: bool, tail: Option<usize>) -> anyhow::Result<Exit> {
     let paths = Paths::from_env();
     let st = State::load(&paths).unwrap_or_default();
+    let plain = !name.is_empty() && !name.contains('/') && name != "." && name != "..";
     let dir = paths.logs_dir(name);
-    if !st.sandboxes.contains_key(name) && !dir.exists() {
+    if !plain || (!st.sandboxes.contains_key(name) && !dir.exists()) {
         let names: Vec<&str> = st.sandboxes.keys().map(String::as_str).collect();
         eprintln!(
             "error: no sandbox named `{name}` was applied{}",
