@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use warden_wire::egress::{DenyReason, Host, Request, Verdict};
@@ -221,6 +221,7 @@ pub(crate) async fn handle(state: Arc<ProxyState>, mut client: TcpStream) {
     };
     let act = Activity::new();
     let leftover = buf.split_off(head.len);
+    let mut linger = None;
     match plan {
         Plan::Connect { .. } => {
             out.ev.status = 200;
@@ -252,7 +253,7 @@ pub(crate) async fn handle(state: Arc<ProxyState>, mut client: TcpStream) {
                 act: &act,
             };
             let r = tokio::select! {
-                r = forward_http(job, client, leftover, upstream) => r,
+                r = forward_http(job, client, leftover, upstream, &mut linger) => r,
                 _ = act.idle(idle) => Err(Refusal::new(504, "idle timeout")),
             };
             match r {
@@ -268,6 +269,9 @@ pub(crate) async fn handle(state: Arc<ProxyState>, mut client: TcpStream) {
     out.ev.bytes_down = act.down.load(Ordering::Relaxed);
     out.ev.duration_ms = out.start.elapsed().as_millis() as u64;
     state.recorder.send(out.ev);
+    if let Some(rest) = linger {
+        drain(rest).await;
+    }
 }
 
 /// Refusals a human could turn into a rule; explicit denials and forbidden addresses
@@ -380,6 +384,12 @@ async fn refuse(state: &ProxyState, mut client: TcpStream, out: &mut Outcome, r:
 /// does not reset the connection before it has read our answer.
 async fn linger_close(mut client: TcpStream) {
     let _ = client.shutdown().await;
+    drain(client).await;
+}
+
+/// Read and drop what the client still sends, for a moment: a socket closed with unread
+/// bytes is reset, and a reset discards whatever of our answer is still queued.
+async fn drain(mut client: impl AsyncRead + Unpin) {
     let mut sink = [0u8; 16 * 1024];
     let mut drained = 0usize;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -409,12 +419,14 @@ enum ResponseEnd {
 /// Send one request upstream and relay its response. The request body is delimited by
 /// its framing; nothing the client sends after it is forwarded, and the connection
 /// closes after the response (`Connection: close` both ways), so every request the
-/// origin sees was checked.
+/// origin sees was checked. After a complete exchange the client's read half is left in
+/// `linger`, to be drained before it is closed (the answer is already shut down).
 async fn forward_http(
     job: Forward<'_>,
     client: TcpStream,
     leftover: Vec<u8>,
     mut upstream: TcpStream,
+    linger: &mut Option<OwnedReadHalf>,
 ) -> Result<u16, Refusal> {
     let act = job.act;
     upstream
@@ -438,7 +450,10 @@ async fn forward_http(
         }
     };
     match end {
-        ResponseEnd::Done(status) => Ok(status),
+        ResponseEnd::Done(status) => {
+            *linger = sent.map(|(cr, _, _)| cr);
+            Ok(status)
+        }
         ResponseEnd::Upgraded(ur, cw) => {
             // The request side finished first or finishes now (an upgrade has no body).
             let (cr, mut uw, rest) = match sent {
@@ -449,10 +464,11 @@ async fn forward_http(
                 let _ = uw.write_all(&rest).await;
                 act.up.fetch_add(rest.len() as u64, Ordering::Relaxed);
             }
-            let _ = tokio::join!(
-                tunnel::pump(cr, uw, act, Side::Up),
-                tunnel::pump(ur, cw, act, Side::Down)
-            );
+            // Whole sockets again, so the tunnel is the same as CONNECT's (the idle
+            // timeout around this exchange still applies).
+            if let (Ok(mut client), Ok(mut upstream)) = (cr.reunite(cw), ur.reunite(uw)) {
+                let _ = tunnel::tunnel(&mut client, &mut upstream, act, None).await;
+            }
             Ok(101)
         }
     }
@@ -477,8 +493,9 @@ async fn send_body(
             let rest = leftover.split_off(now);
             let want = n - now as u64;
             if want > 0 {
-                let mut take = (&mut cr).take(want);
-                let copied = tokio::io::copy(&mut take, &mut uw).await.map_err(werr)?;
+                let copied = tunnel::copy_body(&mut cr, &mut uw, Some(want))
+                    .await
+                    .map_err(werr)?;
                 if copied < want {
                     return Err(Refusal::new(
                         400,
@@ -613,7 +630,15 @@ async fn relay_inner(
             Framing::Length(n) => {
                 let want = n - now as u64;
                 if want > 0 {
-                    copy_exact(ur, cw, want).await?;
+                    let copied = tunnel::copy_body(ur, cw, Some(want))
+                        .await
+                        .map_err(relay_err)?;
+                    if copied < want {
+                        return Err(Refusal::new(
+                            502,
+                            "upstream closed before the end of the body",
+                        ));
+                    }
                 }
             }
             Framing::Chunked => {
@@ -631,27 +656,13 @@ async fn relay_inner(
                 }
             }
             Framing::UntilClose => {
-                tokio::io::copy(ur, cw).await.map_err(cerr)?;
+                tunnel::copy_body(ur, cw, None).await.map_err(relay_err)?;
             }
         }
         return Ok(Some(head.status));
     }
 }
 
-async fn copy_exact<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
-    r: &mut R,
-    w: &mut W,
-    want: u64,
-) -> Result<(), Refusal> {
-    let mut take = r.take(want);
-    let copied = tokio::io::copy(&mut take, w)
-        .await
-        .map_err(|e| Refusal::new(502, format!("relaying the response failed: {}", e.kind())))?;
-    if copied < want {
-        return Err(Refusal::new(
-            502,
-            "upstream closed before the end of the body",
-        ));
-    }
-    Ok(())
+fn relay_err(e: io::Error) -> Refusal {
+    Refusal::new(502, format!("relaying the response failed: {}", e.kind()))
 }

@@ -1,6 +1,9 @@
-//! Zero-copy tunnelling on Linux: `splice(2)` moves bytes socket → pipe → socket inside
-//! the kernel, so the proxy never copies tunnel payload through user space. On a
-//! 2-core machine this is the difference between a third and most of direct throughput.
+//! Zero-copy relaying on Linux: `splice(2)` moves bytes socket → pipe → socket inside
+//! the kernel, so the proxy never copies tunnel payload, or a plain-HTTP body delimited
+//! by `Content-Length` or by the end of the connection, through user space. What is
+//! left is the kernel's work for the second TCP connection; `cargo xtask bench egress`
+//! compares it with a minimal blocking splice relay, the floor for any proxy that ends
+//! TCP.
 
 use crate::tunnel::{Activity, Side};
 use std::io;
@@ -12,13 +15,13 @@ use tokio::net::TcpStream;
 /// Pipe capacity asked for; the kernel may give less (checked with `F_GETPIPE_SZ`).
 const PIPE_SIZE: libc::c_int = 1 << 20;
 
-struct Pipe {
+pub(crate) struct Pipe {
     r: OwnedFd,
     w: OwnedFd,
     cap: usize,
 }
 
-fn pipe() -> io::Result<Pipe> {
+pub(crate) fn pipe() -> io::Result<Pipe> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
@@ -85,22 +88,48 @@ async fn one_way(
     act: &Activity,
     side: Side,
 ) -> io::Result<()> {
+    relay(from, to, &pipe, None, act, side).await?;
+    // SAFETY: shutdown on a socket descriptor we borrow for the call.
+    unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
+    Ok(())
+}
+
+/// Move up to `limit` bytes (`None`: until the end of `from`) from `from` to `to`
+/// through `pipe`, which is empty again on success. Never reads past `limit` from
+/// `from`. Returns the bytes moved: fewer than `limit` means `from` ended first. `to` is
+/// left open.
+pub(crate) async fn relay(
+    from: &TcpStream,
+    to: &TcpStream,
+    pipe: &Pipe,
+    limit: Option<u64>,
+    act: &Activity,
+    side: Side,
+) -> io::Result<u64> {
     let counter = match side {
         Side::Up => &act.up,
         Side::Down => &act.down,
     };
+    let mut moved = 0u64;
     let mut in_pipe = 0usize;
-    let mut eof = false;
+    let mut eof = limit == Some(0);
     loop {
         let mut progress = false;
         if !eof && in_pipe < pipe.cap {
+            let room = pipe.cap - in_pipe;
+            let want = match limit {
+                Some(l) => usize::try_from(l - moved).map_or(room, |left| left.min(room)),
+                None => room,
+            };
             // EAGAIN here can only come from the socket: the pipe has room.
             match from.try_io(Interest::READABLE, || {
-                splice(from.as_raw_fd(), pipe.w.as_raw_fd(), pipe.cap - in_pipe)
+                splice(from.as_raw_fd(), pipe.w.as_raw_fd(), want)
             }) {
                 Ok(0) => eof = true,
                 Ok(n) => {
                     in_pipe += n;
+                    moved += n as u64;
+                    eof = limit == Some(moved);
                     counter.fetch_add(n as u64, Ordering::Relaxed);
                     act.touch();
                     progress = true;
@@ -123,9 +152,7 @@ async fn one_way(
             }
         }
         if eof && in_pipe == 0 {
-            // SAFETY: shutdown on a socket descriptor we borrow for the call.
-            unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
-            return Ok(());
+            return Ok(moved);
         }
         if progress {
             continue;

@@ -640,3 +640,157 @@ async fn interim_and_chunked_responses_are_relayed_and_the_exchange_ends() {
          connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
     );
 }
+
+fn pattern(n: usize, salt: u8) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8 ^ salt).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_are_relayed_exactly_by_their_length() {
+    const UP: usize = 3 * 1024 * 1024 + 7;
+    const DOWN: usize = 5 * 1024 * 1024 + 3;
+    // An upstream that reads the request body by its length, answers with a long body
+    // followed by bytes past its Content-Length, and keeps the connection open: the
+    // proxy must end both bodies by their framing.
+    let l = tokio::net::TcpListener::bind((UPSTREAM_IP, 0))
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<(Vec<u8>, Vec<u8>)>();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.expect("accept");
+        let mut all = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let body_at = loop {
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "request head");
+            all.extend_from_slice(&buf[..n]);
+            if let Some(p) = find(&all, b"\r\n\r\n") {
+                break p + 4;
+            }
+        };
+        while all.len() < body_at + UP {
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "request body");
+            all.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {DOWN}\r\n\r\n").as_bytes())
+            .await
+            .expect("write head");
+        s.write_all(&pattern(DOWN, 0x33)).await.expect("write body");
+        s.write_all(b"PAST THE BODY").await.expect("write extra");
+        // Whatever else arrives before the proxy closes the connection.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => all.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        let body = all.split_off(body_at);
+        let _ = tx.send((all, body));
+    });
+    let rules = vec![
+        rule(Action::Allow, cidr("127.0.0.2/32"), &[port]),
+        rule(Action::Allow, host("allowed.test"), &[port]),
+    ];
+    let rig = start_proxy(policy(rules, 30), |_| {});
+    let mut s = TcpStream::connect(rig.proxy).await.expect("connect");
+    let sent = pattern(UP, 0x55);
+    // Part of the body with the head, the rest later, then a pipelined request.
+    let mut first = format!(
+        "POST http://allowed.test:{port}/upload HTTP/1.1\r\nHost: allowed.test:{port}\r\n\
+         Content-Length: {UP}\r\n\r\n"
+    )
+    .into_bytes();
+    first.extend_from_slice(&sent[..1000]);
+    s.write_all(&first).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent[1000..]).await.expect("write body");
+        let _ = w
+            .write_all(b"GET /admin HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+            .await;
+        w
+    });
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), r.read_to_end(&mut out))
+        .await
+        .expect("exchange ends by framing")
+        .expect("read");
+    drop(writer.await.expect("writer"));
+    let end = find(&out, b"\r\n\r\n").expect("response head") + 4;
+    let answer = parse_answer(&out[..end]);
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(out.len() - end, DOWN, "exactly Content-Length bytes");
+    assert!(
+        out[end..] == pattern(DOWN, 0x33)[..],
+        "response body intact"
+    );
+
+    let (head, body) = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("upstream done")
+        .expect("upstream result");
+    assert!(String::from_utf8_lossy(&head).starts_with("POST /upload HTTP/1.1\r\n"));
+    assert_eq!(
+        body.len(),
+        UP,
+        "no byte past the request body reached upstream"
+    );
+    assert!(body == pattern(UP, 0x55), "request body intact");
+
+    flush(&rig.state).await;
+    let audit = audit_lines(rig.dir.path());
+    let ev = audit.iter().find(|e| e["kind"] == "http").expect("audited");
+    assert_eq!(ev["status"], 200);
+    assert!(ev["bytes_up"].as_u64().expect("bytes_up") >= UP as u64);
+    assert!(ev["bytes_down"].as_u64().expect("bytes_down") >= DOWN as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_without_length_is_relayed_until_upstream_closes() {
+    const DOWN: usize = 2 * 1024 * 1024 + 11;
+    let l = tokio::net::TcpListener::bind((UPSTREAM_IP, 0))
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while find(&head, b"\r\n\r\n").is_none() {
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0);
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await.expect("head");
+        s.write_all(&pattern(DOWN, 0x77)).await.expect("body");
+    });
+    let rules = vec![
+        rule(Action::Allow, cidr("127.0.0.2/32"), &[port]),
+        rule(Action::Allow, host("allowed.test"), &[port]),
+    ];
+    let rig = start_proxy(policy(rules, 30), |_| {});
+    let mut s = TcpStream::connect(rig.proxy).await.expect("connect");
+    s.write_all(
+        format!(
+            "GET http://allowed.test:{port}/file HTTP/1.1\r\nHost: allowed.test:{port}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("ends when upstream closes")
+        .expect("read");
+    let end = find(&out, b"\r\n\r\n").expect("response head") + 4;
+    assert_eq!(parse_answer(&out[..end]).status, 200);
+    assert!(
+        out[end..] == pattern(DOWN, 0x77)[..],
+        "body intact to the end"
+    );
+}
