@@ -18,6 +18,10 @@
 //! crun 1.8 refuses this cgroup v1 hybrid host unless it sees only the v1 hierarchies, so
 //! it runs in a private mount namespace where `/sys/fs/cgroup/unified` is unmounted (set up
 //! in the forked child before exec; included in its time, a fraction of a millisecond).
+//!
+//! Each run starts after a pause of [`SETTLE`], so that no runtime inherits kernel state
+//! (the cgroup attach lock's grace period) from the run before it.
+//!
 //! Needs root, `busybox-static`, and `crun`/`runc` for the comparison (skipped if absent).
 
 use std::os::unix::process::CommandExt;
@@ -26,6 +30,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+/// Pause before each run; well over an RCU grace period on the dev VM (under 20 ms).
+const SETTLE: Duration = Duration::from_millis(50);
 
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -231,6 +238,11 @@ fn measure(
         for k in 0..runtimes.len() {
             let idx = (i + k) % runtimes.len();
             let rt = &mut runtimes[idx];
+            // Each run starts from a settled kernel: a runtime that moves a process into a
+            // cgroup within one RCU grace period (milliseconds) of the previous run's last
+            // move skips the grace period every first move otherwise waits for, so
+            // back-to-back runs would charge part of one runtime's time to the next.
+            std::thread::sleep(SETTLE);
             let mut cmd = (rt.command)(i);
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())

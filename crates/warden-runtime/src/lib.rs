@@ -4,20 +4,25 @@
 //!
 //! One run, start to end ([`run_foreground`]):
 //!
+//! 0. [`prime_attach`] (unless the caller did moments ago): a short-lived thread makes the
+//!    kernel's first cgroup move of the run, which waits for an RCU grace period on most
+//!    hosts, happen now rather than in libcontainer's create;
 //! 1. read `<bundle>/config.json`, apply the run's changes (command override, a cgroup
 //!    path unique to the run, absolute root and bind sources, supplementary groups set
 //!    explicitly so the host's do not leak in) and write the result to
 //!    `<state_root>/bundles/<id>/config.json` (the compiled bundle is never modified);
 //! 2. install handlers for the forwarded signals (so Ctrl-C cannot kill warden before it
 //!    cleans up), create the container (`<state_root>/containers/<id>`);
-//! 3. bring `lo` up inside the container's network namespace, run the caller's
-//!    `before_start` hook (the egress proxy binds its port in that namespace there);
+//! 3. bring `lo` up inside the container's network namespace (from the calling thread,
+//!    which returns to its own), run the caller's `before_start` hook (the egress proxy
+//!    binds its port in that namespace there);
 //! 4. start, wait for the container's init (a direct child) while forwarding signals;
 //! 5. always: kill and reap the init if it still runs, remove every cgroup directory of
 //!    the run in every hierarchy (leaf first, killing stragglers), the state directory and
-//!    the bundle copy. libcontainer's `delete` is not used: it rebuilds its cgroup manager
-//!    from `/proc/self/mountinfo` once per controller (milliseconds on a v1 host) and only
-//!    adds poststop hooks, which warden bundles do not have (refused).
+//!    the bundle copy, in sequence on the calling thread. libcontainer's `delete` is not
+//!    used: it rebuilds its cgroup manager from `/proc/self/mountinfo` once per controller
+//!    (milliseconds on a v1 host) and only adds poststop hooks, which warden bundles do
+//!    not have (refused).
 //!
 //! The container's init is a child of the thread that calls [`run_foreground`] (libcontainer
 //! creates it from that thread, and clones it with `CLONE_PARENT` from an intermediate
@@ -47,7 +52,7 @@ mod signals;
 mod spec;
 mod stale;
 
-pub use cgroup::leftover_cgroups;
+pub use cgroup::{leftover_cgroups, prime_attach};
 pub use error::RuntimeError;
 pub use exec::{ExecOptions, exec_in};
 pub use netns::{bind_in_netns, loopback_up_in_netns};

@@ -1,10 +1,16 @@
 //! Work inside a container's network namespace from the host side.
 //!
 //! A socket belongs to the network namespace it was created in, whatever thread uses it
-//! later. So a short-lived thread joins the namespace (network namespaces are per thread),
-//! creates the socket and ends; the socket keeps working from the host namespace. That is
-//! how the egress proxy listens on the sandbox's `127.0.0.1` while dialling out from the
-//! host, and how `lo` is brought up without an `ip` binary.
+//! later. So the calling thread joins the namespace (network namespaces are per thread),
+//! creates the socket and returns to its own namespace; the socket keeps working from the
+//! host namespace. That is how the egress proxy listens on the sandbox's `127.0.0.1` while
+//! dialling out from the host, and how `lo` is brought up without an `ip` binary.
+//!
+//! The way back is checked before leaving: re-entering the thread's own namespace needs
+//! the same rights as returning to it later, so a thread that could not come back never
+//! leaves (a short-lived thread does the work instead). Doing it on the calling thread
+//! keeps a thread start and a `join` off the run's critical path: on a busy machine a new
+//! thread can wait milliseconds for a CPU.
 
 use std::fs::File;
 use std::io;
@@ -23,7 +29,8 @@ pub fn loopback_up_in_netns(pid: i32) -> io::Result<()> {
     in_netns(pid, loopback_up)
 }
 
-/// Runs `f` on a thread that has joined the network namespace of `pid`.
+/// Runs `f` inside the network namespace of `pid`: on the calling thread when it can
+/// return to its own namespace afterwards, else on a short-lived thread.
 fn in_netns<T, F>(pid: i32, f: F) -> io::Result<T>
 where
     T: Send + 'static,
@@ -32,28 +39,47 @@ where
     let path = format!("/proc/{pid}/ns/net");
     let ns = File::open(&path)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open `{path}`: {e}")))?;
+    let home = File::open("/proc/thread-self/ns/net")?;
+    // Joining the namespace the thread is already in checks exactly what the way back
+    // will check (CAP_SYS_ADMIN over the namespace and in the thread's user namespace).
+    if setns_net(&home).is_err() {
+        return on_thread(ns, path, f);
+    }
+    setns_net(&ns).map_err(|e| io::Error::new(e.kind(), format!("cannot join `{path}`: {e}")))?;
+    let result = f();
+    if setns_net(&home).is_err() {
+        // Cannot happen after the check above short of the kernel running out of memory;
+        // a thread stuck in the sandbox's namespace must not go on (its next socket would
+        // be the sandbox's).
+        std::process::abort();
+    }
+    result
+}
+
+/// `in_netns` for a thread that could not come back: a thread of its own joins the
+/// namespace, does the work and ends.
+fn on_thread<T, F>(ns: File, path: String, f: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
     std::thread::Builder::new()
         .name("warden-netns".into())
         .spawn(move || {
-            let home = File::open("/proc/thread-self/ns/net")?;
-            // SAFETY: setns on namespace fds we own; only this thread changes namespace.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                let e = io::Error::last_os_error();
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("cannot join `{path}`: {e}"),
-                ));
-            }
-            let result = f();
-            // Not needed for correctness (the thread ends here), but a thread that exits
-            // inside another network namespace makes `join` wait milliseconds longer
-            // (measured on the dev VM: ~3.5 ms against ~0.15 ms).
-            // SAFETY: as above; if it failed, the thread ends anyway.
-            unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) };
-            result
+            setns_net(&ns)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot join `{path}`: {e}")))?;
+            f()
         })?
         .join()
         .map_err(|_| io::Error::other("the network namespace thread panicked"))?
+}
+
+fn setns_net(ns: &File) -> io::Result<()> {
+    // SAFETY: setns on a namespace fd we own; it changes only the calling thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn loopback_up() -> io::Result<()> {

@@ -163,6 +163,7 @@ pub(crate) fn validate_id(id: &str) -> Result<(), RuntimeError> {
 pub fn run_foreground(bundle: &Path, opts: &RunOptions) -> Result<i32, RuntimeError> {
     let id = opts.container_id.as_str();
     validate_id(id)?;
+    cgroup::prime_attach();
     let config_path = bundle.join("config.json");
     let bundle = fs::canonicalize(bundle).map_err(|source| RuntimeError::OpenBundle {
         path: bundle.to_path_buf(),
@@ -462,28 +463,18 @@ impl Cleanup {
         // `spec::for_run`) and remove the state directory. The init is dead by now, so
         // the kernel has killed the rest of its pid namespace; `cgroup::remove` kills
         // any straggler it finds and removes every hierarchy's directory, leaf first.
-        // The state files and the cgroups are independent: remove them side by side
-        // (each is a few hundred microseconds of syscalls on the critical path).
-        let dirs = [&self.container_dir, &self.bundle_copy];
-        let (cgroups, files) = std::thread::scope(|s| {
-            let files = s.spawn(|| {
-                dirs.iter()
-                    .filter_map(|dir| match fs::remove_dir_all(dir) {
-                        Ok(()) => None,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                        Err(e) => Some(format!("`{}`: {e}", dir.display())),
-                    })
-                    .collect::<Vec<_>>()
-            });
-            let cgroups = cgroup::remove(&self.cgroup_path, CLEANUP_PATIENCE);
-            (cgroups, files.join())
-        });
-        if let Err(e) = cgroups {
+        // One thread, in sequence: a helper thread would save a few hundred microseconds
+        // of syscalls on an idle machine and can cost milliseconds waiting for a CPU on a
+        // busy one.
+        if let Err(e) = cgroup::remove(&self.cgroup_path, CLEANUP_PATIENCE) {
             failures.push(format!("cgroups: {e}"));
         }
-        match files {
-            Ok(f) => failures.extend(f),
-            Err(_) => failures.push("removing the state directories panicked".into()),
+        for dir in [&self.container_dir, &self.bundle_copy] {
+            match fs::remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => failures.push(format!("`{}`: {e}", dir.display())),
+            }
         }
         if failures.is_empty() {
             Ok(())

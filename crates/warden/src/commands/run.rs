@@ -6,9 +6,9 @@ use crate::Exit;
 use crate::project::{self, Project};
 use crate::ui::Out;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 use warden_compile::CompiledSandbox;
 use warden_egress::{ProxyConfig, ProxyState};
 
@@ -96,6 +96,10 @@ pub fn run(
     sandbox: Option<&str>,
     command: Vec<String>,
 ) -> anyhow::Result<Exit> {
+    // The container's cgroup setup waits for the kernel; start that wait now.
+    warden_runtime::prime_attach();
+    // Taken before reading: an edit from here on reloads the egress policy of the run.
+    let file_stamp = stamp(path);
     let p = match project::load(out, path) {
         Ok(p) => p,
         Err(e) => return Ok(e),
@@ -136,52 +140,53 @@ pub fn run(
     if !command.is_empty() {
         opts.args_override = Some(command);
     }
-    // Egress: a proxy served from here, bound inside the sandbox's network namespace.
-    let mut egress: Option<(tokio::runtime::Runtime, Arc<ProxyState>)> = None;
-    if let Some(policy) = s.plan.egress.clone() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        let state = match ProxyState::new(policy, ProxyConfig::new(sandbox_state_dir(&p, &s.name)))
-        {
-            Ok(st) => st,
-            Err(e) => {
-                eprintln!("error: cannot start the egress proxy of `{}`: {e}", s.name);
-                return Ok(Exit::Internal);
-            }
-        };
-        let handle = rt.handle().clone();
-        let st = state.clone();
+    // Egress: a proxy served from here, bound inside the sandbox's network namespace. Its
+    // runtime, state and file watcher are made on a thread of their own while the
+    // container is being created (milliseconds this thread spends waiting for the
+    // kernel); the `before_start` hook, which needs them, takes them over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let egress = s.plan.egress.clone().map(|policy| {
+        let sandbox = s.name.clone();
+        let state_dir = sandbox_state_dir(&p, &s.name);
+        let (path, stop) = (path.to_path_buf(), stop.clone());
+        let setup = std::thread::spawn(move || {
+            start_egress(policy, sandbox, state_dir, path, file_stamp, stop)
+        });
+        Arc::new(Mutex::new(EgressSlot::Pending(setup)))
+    });
+    if let Some(slot) = &egress {
+        let slot = slot.clone();
         opts.before_start = Some(Box::new(move |cx: &warden_runtime::StartContext<'_>| {
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let egress = slot.ready()?;
             let addr: std::net::SocketAddr = warden_wire::sandbox::PROXY_ADDR.parse()?;
             let listener = warden_runtime::bind_in_netns(cx.init_pid, addr)?;
             listener.set_nonblocking(true)?;
-            let _guard = handle.enter();
+            let _guard = egress.rt.enter();
             // The handle is dropped on purpose: the proxy serves until the process ends.
-            let _ = warden_egress::spawn(listener, st.clone())?;
+            let _ = warden_egress::spawn(listener, egress.state.clone())?;
             Ok(())
         }));
-        egress = Some((rt, state));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = egress.as_ref().map(|(_, state)| {
-        spawn_watcher(
-            path.to_path_buf(),
-            s.name.clone(),
-            state.clone(),
-            stop.clone(),
-        )
-    });
     let result = warden_runtime::run_foreground(&bundle, &opts);
     stop.store(true, Ordering::Relaxed);
-    if let Some(w) = watcher {
-        w.thread().unpark();
-        let _ = w.join();
-    }
-    if let Some((rt, state)) = egress {
-        state.flush();
-        rt.shutdown_timeout(Duration::from_millis(200));
+    if let Some(slot) = egress {
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        // Still pending when the run failed before its hook.
+        let ready = slot.ready().map(|_| ());
+        match (ready, std::mem::replace(&mut *slot, EgressSlot::Taken)) {
+            (Ok(()), EgressSlot::Ready(e)) => {
+                e.watcher.thread().unpark();
+                let _ = e.watcher.join();
+                e.state.flush();
+                e.rt.shutdown_timeout(Duration::from_millis(200));
+            }
+            (Err(msg), _) => {
+                eprintln!("error: {msg}");
+                return Ok(Exit::Internal);
+            }
+            (Ok(()), _) => {}
+        }
     }
     match result {
         Ok(code) => Ok(Exit::Code(code)),
@@ -192,16 +197,80 @@ pub fn run(
     }
 }
 
+/// The egress proxy of a run, made while its container is created.
+struct Egress {
+    rt: tokio::runtime::Runtime,
+    state: Arc<ProxyState>,
+    watcher: std::thread::JoinHandle<()>,
+}
+
+enum EgressSlot {
+    /// Being made on a thread of its own.
+    Pending(std::thread::JoinHandle<Result<Egress, String>>),
+    Ready(Egress),
+    /// Could not be made; the message says why.
+    Failed(String),
+    /// Shut down after the run.
+    Taken,
+}
+
+impl EgressSlot {
+    /// The proxy, waiting for it to be made if needed.
+    fn ready(&mut self) -> Result<&Egress, String> {
+        if let EgressSlot::Pending(_) = self {
+            let EgressSlot::Pending(setup) = std::mem::replace(self, EgressSlot::Taken) else {
+                unreachable!("matched above");
+            };
+            *self = match setup.join() {
+                Ok(Ok(e)) => EgressSlot::Ready(e),
+                Ok(Err(msg)) => EgressSlot::Failed(msg),
+                Err(_) => EgressSlot::Failed("the egress proxy setup panicked".into()),
+            };
+        }
+        match self {
+            EgressSlot::Ready(e) => Ok(e),
+            EgressSlot::Failed(msg) => Err(msg.clone()),
+            EgressSlot::Pending(_) | EgressSlot::Taken => {
+                Err("the egress proxy is no longer available".into())
+            }
+        }
+    }
+}
+
+/// The proxy's runtime and state, and the watcher that reloads its policy.
+fn start_egress(
+    policy: warden_wire::egress::EgressPolicy,
+    sandbox: String,
+    state_dir: PathBuf,
+    path: PathBuf,
+    stamp: Option<SystemTime>,
+    stop: Arc<AtomicBool>,
+) -> Result<Egress, String> {
+    let fail =
+        |e: &dyn std::fmt::Display| format!("cannot start the egress proxy of `{sandbox}`: {e}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&e))?;
+    let state = ProxyState::new(policy, ProxyConfig::new(state_dir)).map_err(|e| fail(&e))?;
+    let watcher = spawn_watcher(path, sandbox, state.clone(), stamp, stop);
+    Ok(Egress { rt, state, watcher })
+}
+
+fn stamp(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// Reload the egress policy when the file changes (hand edits, `warden approve`).
 fn spawn_watcher(
     path: PathBuf,
     sandbox: String,
     state: Arc<ProxyState>,
+    mut last: Option<SystemTime>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut last = stamp(&path);
         while !stop.load(Ordering::Relaxed) {
             // Woken early by `unpark` when the run ends.
             std::thread::park_timeout(Duration::from_millis(250));
