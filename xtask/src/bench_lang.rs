@@ -16,11 +16,22 @@ pub fn release_warden() -> anyhow::Result<PathBuf> {
     if !st.success() {
         bail!("cargo build --release -p warden failed");
     }
-    Ok(workspace().join("target/release/warden"))
+    Ok(target_dir().join("release/warden"))
 }
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where cargo writes build output: `CARGO_TARGET_DIR` (a relative one is relative to
+/// the working directory, as cargo reads it), else the workspace's `target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => std::env::current_dir()
+            .map(|cwd| cwd.join(&dir))
+            .unwrap_or_else(|_| PathBuf::from(dir)),
+        _ => workspace().join("target"),
+    }
 }
 
 pub fn median(mut v: Vec<Duration>) -> Duration {

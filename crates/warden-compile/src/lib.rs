@@ -70,15 +70,26 @@ pub fn compile(model: &Model, opts: &CompileOptions) -> Result<Compiled, Compile
             workdir: i.workdir.clone(),
         })
         .collect();
+    let shared = spec::Shared::new()?;
     let mut sandboxes = Vec::with_capacity(model.sandboxes.len());
     for s in &model.sandboxes {
-        sandboxes.push(sandbox(model, s, &orders, opts)?);
+        sandboxes.push(sandbox(model, s, &orders, opts, &shared)?);
     }
     Ok(Compiled {
         images,
         sandboxes,
         orders,
     })
+}
+
+/// Every error [`compile`] reports for this model, found without building the specs and
+/// wire types: enough for a verdict on the file.
+pub fn check(model: &Model) -> Result<(), CompileError> {
+    spec::Shared::new()?;
+    for s in &model.sandboxes {
+        spec::check(s)?;
+    }
+    Ok(())
 }
 
 /// Relative image sources from a layout file are made relative to the main file.
@@ -197,10 +208,11 @@ fn sandbox(
     s: &Sandbox,
     orders: &OrdersPolicy,
     opts: &CompileOptions,
+    shared: &spec::Shared,
 ) -> Result<CompiledSandbox, CompileError> {
     let (uid_start, _) = model.user_range(s);
-    let init = spec::init_config(model, s, opts);
-    let spec = spec::spec(model, s, &init, opts)?;
+    let init = spec::init_config(s, shared);
+    let spec = spec::spec(model, s, &init, opts, shared)?;
     let mut host_dirs: Vec<HostDir> = s
         .filesystem
         .volumes

@@ -1,15 +1,28 @@
-//! One sandbox to one OCI runtime spec. The spec is written as JSON and read back into
-//! `oci_spec::runtime::Spec`, so every field is checked against the OCI types while the
-//! construction stays readable as data.
+//! One sandbox to one OCI runtime spec. What every sandbox shares (the fixed mounts,
+//! namespaces, masked paths, the default seccomp list) is written as JSON and read into
+//! the `oci_spec` types once per compile, so it is checked against the OCI types while it
+//! stays readable as data; each sandbox then fills in its own fields with typed setters.
 
 use crate::{CompileError, CompileOptions};
+use oci_spec::runtime::{
+    Arch, Capabilities, Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup,
+    LinuxIdMapping, LinuxIdMappingBuilder, LinuxMemory, LinuxPids, LinuxResources, LinuxSeccomp,
+    LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompOperator, LinuxSyscall, Mount,
+    PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, Spec, User,
+};
+use serde::de::{DeserializeOwned, IntoDeserializer, value::StrDeserializer};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use warden_lang::Model;
 use warden_lang::model::Sandbox;
+use warden_wire::WIRE_VERSION;
 use warden_wire::init::{INIT_CONFIG_ENV, INIT_PATH, InitConfig, Landlock, LandlockMode};
 use warden_wire::sandbox::PROXY_ADDR;
-use warden_wire::seccomp::{DEFAULT_DENY, SeccompRule};
-use warden_wire::{WIRE_VERSION, egress};
+use warden_wire::seccomp::{DEFAULT_DENY, Denied, SeccompRule};
 
 /// Paths under /proc and /sys the sandbox cannot read (bind-mounted over with nothing).
 /// They leak host details or kernel addresses.
@@ -37,6 +50,84 @@ const READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
+/// Seccomp filters are installed for every architecture the kernel may run the sandbox in.
+const ARCHITECTURES: &[Arch] = &[
+    Arch::ScmpArchX86_64,
+    Arch::ScmpArchX86,
+    Arch::ScmpArchX32,
+    Arch::ScmpArchAarch64,
+    Arch::ScmpArchArm,
+];
+
+/// The parts of a spec that are the same for every sandbox, built once per compile.
+pub(crate) struct Shared {
+    /// `ociVersion` and a read-only `root`.
+    spec: Spec,
+    /// No terminal, no new privileges.
+    process: Process,
+    /// Namespaces, masked and read-only paths.
+    linux: Linux,
+    /// No capabilities in any set until the sandbox's own are filled in.
+    capabilities: LinuxCapabilities,
+    /// The kernel filesystems every sandbox mounts, in order.
+    mounts: Vec<Mount>,
+    /// No device may be opened.
+    devices: Vec<LinuxDeviceCgroup>,
+    /// The whole default deny list, and its OCI form, for sandboxes that relax none of it.
+    deny: Vec<SeccompRule>,
+    deny_json: Box<RawValue>,
+    seccomp: LinuxSeccomp,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Result<Self, CompileError> {
+        let deny: Vec<SeccompRule> = DEFAULT_DENY.iter().map(rule).collect();
+        Ok(Shared {
+            spec: from_json(json!({
+                "ociVersion": "1.0.2",
+                "root": {"path": "rootfs", "readonly": true},
+            }))?,
+            process: from_json(json!({
+                "terminal": false,
+                "user": {"uid": 0, "gid": 0},
+                "cwd": "/",
+                "noNewPrivileges": true,
+            }))?,
+            linux: from_json(json!({
+                "namespaces": [
+                    {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"},
+                    {"type": "mount"}, {"type": "user"}, {"type": "cgroup"},
+                ],
+                "maskedPaths": MASKED_PATHS,
+                "readonlyPaths": READONLY_PATHS,
+            }))?,
+            capabilities: from_json(json!({}))?,
+            mounts: from_json(json!([
+                {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+                {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+                // Read-only sysfs; no /sys/fs/cgroup mount at all (libcontainer would mount it
+                // writable on cgroup v1, letting root in the sandbox raise its own limits).
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            ]))?,
+            devices: from_json(json!([{"allow": false, "access": "rwm"}]))?,
+            seccomp: seccomp(&deny)?,
+            deny_json: serde_json::value::to_raw_value(&deny).map_err(spec_error)?,
+            deny,
+        })
+    }
+}
+
+fn from_json<T: DeserializeOwned>(v: Value) -> Result<T, CompileError> {
+    serde_json::from_value(v).map_err(spec_error)
+}
+
+fn spec_error(e: impl std::fmt::Display) -> CompileError {
+    CompileError::Spec(e.to_string())
+}
+
 pub(crate) fn volume_path(opts: &CompileOptions, tenant: &str, volume: &str) -> String {
     format!(
         "{}/tenants/{tenant}/volumes/{volume}",
@@ -62,10 +153,11 @@ fn host_path(opts: &CompileOptions, base: &str, p: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-pub(crate) fn init_config(model: &Model, s: &Sandbox, _opts: &CompileOptions) -> InitConfig {
-    let _ = model;
+pub(crate) fn init_config(s: &Sandbox, shared: &Shared) -> InitConfig {
     let fs = &s.filesystem;
-    let mut read_write: Vec<String> = fs.read_write.clone();
+    let mut read_write: Vec<String> =
+        Vec::with_capacity(fs.read_write.len() + fs.binds.len() + fs.volumes.len() + 1);
+    read_write.extend(fs.read_write.iter().cloned());
     read_write.extend(fs.binds.iter().filter(|b| b.writable).map(|b| b.at.clone()));
     read_write.extend(
         fs.volumes
@@ -85,76 +177,144 @@ pub(crate) fn init_config(model: &Model, s: &Sandbox, _opts: &CompileOptions) ->
             read_exec: vec!["/".to_string()],
             read_write,
         },
-        seccomp: seccomp_rules(s),
+        seccomp: if relaxes_seccomp(s) {
+            DEFAULT_DENY
+                .iter()
+                .filter(|d| !s.allow_syscalls.iter().any(|a| a == d.syscall))
+                .map(rule)
+                .collect()
+        } else {
+            shared.deny.clone()
+        },
         grace_period_ms: s.grace_ms,
     }
 }
 
-fn seccomp_rules(s: &Sandbox) -> Vec<SeccompRule> {
-    DEFAULT_DENY
+/// Whether the sandbox removes anything from the default deny list.
+fn relaxes_seccomp(s: &Sandbox) -> bool {
+    s.allow_syscalls
         .iter()
-        .filter(|d| !s.allow_syscalls.iter().any(|a| a == d.syscall))
-        .map(|d| SeccompRule {
-            syscall: d.syscall.to_string(),
-            errno: d.errno,
-            arg: d.arg,
-        })
-        .collect()
+        .any(|a| DEFAULT_DENY.iter().any(|d| d.syscall == a))
 }
 
-fn seccomp_json(rules: &[SeccompRule]) -> Value {
-    let mut syscalls: Vec<Value> = Vec::new();
-    // Plain denials grouped by errno, in table order.
+fn rule(d: &Denied) -> SeccompRule {
+    SeccompRule {
+        syscall: d.syscall.to_string(),
+        errno: d.errno,
+        arg: d.arg,
+    }
+}
+
+fn seccomp(rules: &[SeccompRule]) -> Result<LinuxSeccomp, CompileError> {
+    let deny = |names: Vec<String>, errno: u32| {
+        let mut sc = LinuxSyscall::default();
+        sc.set_names(names)
+            .set_action(LinuxSeccompAction::ScmpActErrno)
+            .set_errno_ret(Some(errno));
+        sc
+    };
+    // Plain denials grouped by errno.
     let mut errnos: Vec<u32> = rules
         .iter()
         .filter(|r| r.arg.is_none())
         .map(|r| r.errno)
         .collect();
-    errnos.dedup();
     errnos.sort_unstable();
     errnos.dedup();
-    for errno in errnos {
-        let names: Vec<&str> = rules
-            .iter()
-            .filter(|r| r.arg.is_none() && r.errno == errno)
-            .map(|r| r.syscall.as_str())
-            .collect();
-        syscalls.push(json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": errno}));
-    }
-    for r in rules.iter().filter(|r| r.arg.is_some()) {
+    let mut syscalls: Vec<LinuxSyscall> = errnos
+        .into_iter()
+        .map(|errno| {
+            let names = rules
+                .iter()
+                .filter(|r| r.arg.is_none() && r.errno == errno)
+                .map(|r| r.syscall.clone())
+                .collect();
+            deny(names, errno)
+        })
+        .collect();
+    for r in rules {
         if let Some(a) = r.arg {
-            syscalls.push(json!({
-                "names": [r.syscall],
-                "action": "SCMP_ACT_ERRNO",
-                "errnoRet": r.errno,
-                "args": [{"index": a.index, "value": a.value, "valueTwo": a.mask, "op": "SCMP_CMP_MASKED_EQ"}],
-            }));
+            let arg = LinuxSeccompArgBuilder::default()
+                .index(a.index)
+                .value(a.value)
+                .value_two(a.mask)
+                .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+                .build()
+                .map_err(spec_error)?;
+            let mut sc = deny(vec![r.syscall.clone()], r.errno);
+            sc.set_args(Some(vec![arg]));
+            syscalls.push(sc);
         }
     }
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-        "syscalls": syscalls,
-    })
+    let mut seccomp = LinuxSeccomp::default();
+    seccomp
+        .set_default_action(LinuxSeccompAction::ScmpActAllow)
+        .set_architectures(Some(ARCHITECTURES.to_vec()))
+        .set_syscalls(Some(syscalls));
+    Ok(seccomp)
 }
 
-fn env(model: &Model, s: &Sandbox, init: &InitConfig) -> Result<Vec<String>, CompileError> {
-    let mut env: Vec<(String, String)> = Vec::new();
-    let mut set = |k: &str, v: &str| {
-        env.retain(|(x, _)| x != k);
-        env.push((k.to_string(), v.to_string()));
+/// `InitConfig` as JSON, with its seccomp list (most of the bytes) already serialized.
+struct InitJson<'a> {
+    init: &'a InitConfig,
+    seccomp: &'a RawValue,
+}
+
+impl Serialize for InitJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let InitConfig {
+            version,
+            landlock,
+            seccomp: _,
+            grace_period_ms,
+        } = self.init;
+        let mut s = serializer.serialize_struct("InitConfig", 4)?;
+        s.serialize_field("version", version)?;
+        s.serialize_field("landlock", landlock)?;
+        s.serialize_field("seccomp", self.seccomp)?;
+        s.serialize_field("grace_period_ms", grace_period_ms)?;
+        s.end()
+    }
+}
+
+/// The `WARDEN_INIT_CONFIG=...` environment entry.
+fn init_env(s: &Sandbox, init: &InitConfig, shared: &Shared) -> Result<String, CompileError> {
+    let relaxed;
+    let seccomp = if relaxes_seccomp(s) {
+        relaxed = serde_json::value::to_raw_value(&init.seccomp).map_err(spec_error)?;
+        &relaxed
+    } else {
+        &shared.deny_json
     };
-    set("PATH", "/usr/local/bin:/usr/bin:/bin");
+    let mut out = Vec::with_capacity(INIT_CONFIG_ENV.len() + seccomp.get().len() + 256);
+    out.extend_from_slice(INIT_CONFIG_ENV.as_bytes());
+    out.push(b'=');
+    serde_json::to_writer(&mut out, &InitJson { init, seccomp }).map_err(spec_error)?;
+    String::from_utf8(out).map_err(spec_error)
+}
+
+fn env(
+    model: &Model,
+    s: &Sandbox,
+    init: &InitConfig,
+    shared: &Shared,
+) -> Result<Vec<String>, CompileError> {
+    fn set<'a>(env: &mut Vec<(&'a str, &'a str)>, k: &'a str, v: &'a str) {
+        env.retain(|(x, _)| *x != k);
+        env.push((k, v));
+    }
+    let proxy = format!("http://{PROXY_ADDR}");
+    let mut env: Vec<(&str, &str)> = Vec::with_capacity(16);
+    set(&mut env, "PATH", "/usr/local/bin:/usr/bin:/bin");
     if let Some(img) = model.image(&s.image) {
         for (k, v) in &img.env {
-            set(k, v);
+            set(&mut env, k, v);
         }
     }
     for (k, v) in &s.env {
-        set(k, v);
+        set(&mut env, k, v);
     }
     if s.egress.is_some() {
-        let proxy = format!("http://{PROXY_ADDR}");
         // Upper- and lower-case: curl and busybox wget read only the lower-case forms.
         for k in [
             "HTTP_PROXY",
@@ -164,44 +324,105 @@ fn env(model: &Model, s: &Sandbox, init: &InitConfig) -> Result<Vec<String>, Com
             "https_proxy",
             "all_proxy",
         ] {
-            set(k, &proxy);
+            set(&mut env, k, &proxy);
         }
-        set("NO_PROXY", "localhost,127.0.0.1,::1");
-        set("no_proxy", "localhost,127.0.0.1,::1");
+        set(&mut env, "NO_PROXY", "localhost,127.0.0.1,::1");
+        set(&mut env, "no_proxy", "localhost,127.0.0.1,::1");
     }
-    let init_json = serde_json::to_string(init).map_err(|e| CompileError::Spec(e.to_string()))?;
-    set(INIT_CONFIG_ENV, &init_json);
-    Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+    env.retain(|(k, _)| *k != INIT_CONFIG_ENV);
+    let mut out = Vec::with_capacity(env.len() + 1);
+    out.extend(env.into_iter().map(|(k, v)| [k, "=", v].concat()));
+    out.push(init_env(s, init, shared)?);
+    Ok(out)
 }
 
-pub(crate) fn spec(
-    model: &Model,
-    s: &Sandbox,
-    init: &InitConfig,
-    opts: &CompileOptions,
-) -> Result<oci_spec::runtime::Spec, CompileError> {
-    let (uid_start, uid_count) = model.user_range(s);
+fn mount(destination: String, typ: &str, source: String, options: Vec<String>) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(destination.into())
+        .set_typ(Some(typ.to_string()))
+        .set_source(Some(source.into()))
+        .set_options(Some(options));
+    m
+}
+
+fn rlimit(typ: PosixRlimitType, limit: u64) -> Result<PosixRlimit, CompileError> {
+    PosixRlimitBuilder::default()
+        .typ(typ)
+        .hard(limit)
+        .soft(limit)
+        .build()
+        .map_err(spec_error)
+}
+
+fn id_mapping(host_id: u32, size: u32) -> Result<LinuxIdMapping, CompileError> {
+    LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(host_id)
+        .size(size)
+        .build()
+        .map_err(spec_error)
+}
+
+/// The values of a sandbox that may not fit the OCI types, converted.
+pub(crate) struct Checked {
+    memory: i64,
+    capabilities: Capabilities,
+}
+
+/// Everything that can make building the sandbox's spec fail, found without building it:
+/// the rest is fixed data, builders given every field, and serialization to memory.
+pub(crate) fn check(s: &Sandbox) -> Result<Checked, CompileError> {
+    let memory = i64::try_from(s.limits.memory).map_err(|_| {
+        CompileError::Spec(format!(
+            "memory limit of {} bytes is more than the OCI spec can hold",
+            s.limits.memory
+        ))
+    })?;
+    let capabilities = s
+        .capabilities
+        .iter()
+        .map(|c| {
+            let de: StrDeserializer<'_, serde::de::value::Error> = c.as_str().into_deserializer();
+            Capability::deserialize(de).map_err(spec_error)
+        })
+        .collect::<Result<Capabilities, _>>()?;
+    Ok(Checked {
+        memory,
+        capabilities,
+    })
+}
+
+fn capabilities(set: Capabilities, shared: &Shared) -> LinuxCapabilities {
+    let mut caps = shared.capabilities.clone();
+    caps.set_bounding(Some(set.clone()))
+        .set_effective(Some(set.clone()))
+        .set_permitted(Some(set.clone()))
+        .set_inheritable(Some(set.clone()))
+        .set_ambient(Some(set));
+    caps
+}
+
+fn mounts(s: &Sandbox, opts: &CompileOptions, shared: &Shared) -> Vec<Mount> {
     let fs = &s.filesystem;
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        // Read-only sysfs; no /sys/fs/cgroup mount at all (libcontainer would mount it
-        // writable on cgroup v1, letting root in the sandbox raise its own limits).
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-    ];
+    let volumes = if s.tenant.is_some() {
+        fs.volumes.len()
+    } else {
+        0
+    };
+    let mut mounts =
+        Vec::with_capacity(shared.mounts.len() + fs.read_write.len() + fs.binds.len() + volumes);
+    mounts.extend_from_slice(&shared.mounts);
     let size = format!("size={}", fs.tmpfs_size);
     for p in &fs.read_write {
-        mounts.push(json!({"destination": p, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", size]}));
+        let options = ["nosuid", "nodev", "mode=1777", &size].map(String::from);
+        mounts.push(mount(p.clone(), "tmpfs", "tmpfs".into(), options.into()));
     }
-    let mut binds: Vec<(String, String, bool)> = fs
+    let mut binds: Vec<(&str, String, bool)> = fs
         .binds
         .iter()
         .map(|b| {
             (
-                b.at.clone(),
+                b.at.as_str(),
                 host_path(opts, &b.base, &b.source),
                 b.writable,
             )
@@ -211,80 +432,191 @@ pub(crate) fn spec(
         binds.extend(
             fs.volumes
                 .iter()
-                .map(|v| (v.at.clone(), volume_path(opts, t, &v.volume), v.writable)),
+                .map(|v| (v.at.as_str(), volume_path(opts, t, &v.volume), v.writable)),
         );
     }
     // Parents before children, whatever the file's order.
-    binds.sort_by(|a, b| a.0.cmp(&b.0));
+    binds.sort_by(|a, b| a.0.cmp(b.0));
     for (at, source, writable) in binds {
         let rw = if writable { "rw" } else { "ro" };
-        mounts.push(json!({"destination": at, "type": "bind", "source": source, "options": ["rbind", rw, "nosuid", "nodev"]}));
+        let options = ["rbind", rw, "nosuid", "nodev"].map(String::from);
+        mounts.push(mount(at.to_string(), "bind", source, options.into()));
     }
-    let caps = &s.capabilities;
-    let mut resources = json!({
-        "devices": [{"allow": false, "access": "rwm"}],
-        "memory": {"limit": s.limits.memory, "swap": s.limits.memory},
-        "pids": {"limit": s.limits.pids},
-        "cpu": {"quota": s.limits.cpu_millis as i64 * 100, "period": 100_000},
-    });
-    if s.limits.cpu_millis == 0 {
-        resources.as_object_mut().map(|r| r.remove("cpu"));
-    }
-    let mut args = vec![INIT_PATH.to_string(), "--".to_string()];
-    args.extend(s.command.iter().cloned());
-    let mut annotations = serde_json::Map::new();
-    annotations.insert("dev.warden.sandbox".into(), json!(s.name));
-    annotations.insert("dev.warden.image".into(), json!(s.image));
-    if let Some(t) = &s.tenant {
-        annotations.insert("dev.warden.tenant".into(), json!(t));
-    }
-    let network = if s.egress.is_some() {
-        egress_note(s)
-    } else {
-        "none".to_string()
-    };
-    annotations.insert("dev.warden.network".into(), json!(network));
-    let v = json!({
-        "ociVersion": "1.0.2",
-        "root": {"path": "rootfs", "readonly": true},
-        "hostname": s.hostname,
-        "annotations": annotations,
-        "process": {
-            "terminal": false,
-            "user": {"uid": s.user, "gid": s.group},
-            "args": args,
-            "env": env(model, s, init)?,
-            "cwd": s.workdir,
-            "capabilities": {
-                "bounding": caps, "effective": caps, "permitted": caps, "inheritable": caps, "ambient": caps,
-            },
-            "rlimits": [
-                {"type": "RLIMIT_NOFILE", "hard": s.limits.open_files, "soft": s.limits.open_files},
-                // No core dumps: they would write process memory where the agent can read it.
-                {"type": "RLIMIT_CORE", "hard": 0, "soft": 0},
-            ],
-            "noNewPrivileges": true,
-        },
-        "mounts": mounts,
-        "linux": {
-            "namespaces": [
-                {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"},
-                {"type": "mount"}, {"type": "user"}, {"type": "cgroup"},
-            ],
-            "uidMappings": [{"containerID": 0, "hostID": uid_start, "size": uid_count}],
-            "gidMappings": [{"containerID": 0, "hostID": uid_start, "size": uid_count}],
-            "resources": resources,
-            "cgroupsPath": format!("/warden/{}", s.name),
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-            "seccomp": seccomp_json(&init.seccomp),
-        },
-    });
-    serde_json::from_value(v).map_err(|e| CompileError::Spec(e.to_string()))
+    mounts
 }
 
-fn egress_note(s: &Sandbox) -> String {
-    let n = s.egress.as_ref().map(|e| e.rules.len()).unwrap_or(0);
-    let _ = egress::Action::Allow;
-    format!("proxy {PROXY_ADDR} ({n} rules)")
+fn resources(s: &Sandbox, memory: i64, shared: &Shared) -> LinuxResources {
+    let limits = &s.limits;
+    let mut mem = LinuxMemory::default();
+    mem.set_limit(Some(memory)).set_swap(Some(memory));
+    let mut pids = LinuxPids::default();
+    pids.set_limit(limits.pids.into());
+    let mut r = LinuxResources::default();
+    r.set_devices(Some(shared.devices.clone()))
+        .set_memory(Some(mem))
+        .set_pids(Some(pids));
+    if limits.cpu_millis != 0 {
+        let mut cpu = LinuxCpu::default();
+        cpu.set_quota(Some(i64::from(limits.cpu_millis) * 100))
+            .set_period(Some(100_000));
+        r.set_cpu(Some(cpu));
+    }
+    r
+}
+
+pub(crate) fn spec(
+    model: &Model,
+    s: &Sandbox,
+    init: &InitConfig,
+    opts: &CompileOptions,
+    shared: &Shared,
+) -> Result<Spec, CompileError> {
+    let checked = check(s)?;
+    let (uid_start, uid_count) = model.user_range(s);
+
+    let mut user = User::default();
+    user.set_uid(s.user).set_gid(s.group);
+    let mut args = Vec::with_capacity(s.command.len() + 2);
+    args.extend([INIT_PATH.to_string(), "--".to_string()]);
+    args.extend(s.command.iter().cloned());
+    let mut process = shared.process.clone();
+    process
+        .set_user(user)
+        .set_args(Some(args))
+        .set_env(Some(env(model, s, init, shared)?))
+        .set_cwd(PathBuf::from(&s.workdir))
+        .set_capabilities(Some(capabilities(checked.capabilities, shared)))
+        .set_rlimits(Some(vec![
+            rlimit(PosixRlimitType::RlimitNofile, s.limits.open_files.into())?,
+            // No core dumps: they would write process memory where the agent can read it.
+            rlimit(PosixRlimitType::RlimitCore, 0)?,
+        ]));
+
+    let seccomp = if relaxes_seccomp(s) {
+        seccomp(&init.seccomp)?
+    } else {
+        shared.seccomp.clone()
+    };
+    let mut linux = shared.linux.clone();
+    linux
+        .set_uid_mappings(Some(vec![id_mapping(uid_start, uid_count)?]))
+        .set_gid_mappings(Some(vec![id_mapping(uid_start, uid_count)?]))
+        .set_resources(Some(resources(s, checked.memory, shared)))
+        .set_cgroups_path(Some(format!("/warden/{}", s.name).into()))
+        .set_seccomp(Some(seccomp));
+
+    let mut annotations = HashMap::with_capacity(4);
+    annotations.insert("dev.warden.sandbox".to_string(), s.name.clone());
+    annotations.insert("dev.warden.image".to_string(), s.image.clone());
+    if let Some(t) = &s.tenant {
+        annotations.insert("dev.warden.tenant".to_string(), t.clone());
+    }
+    let network = match &s.egress {
+        Some(e) => format!("proxy {PROXY_ADDR} ({} rules)", e.rules.len()),
+        None => "none".to_string(),
+    };
+    annotations.insert("dev.warden.network".to_string(), network);
+
+    let mut spec = shared.spec.clone();
+    spec.set_hostname(Some(s.hostname.clone()))
+        .set_annotations(Some(annotations))
+        .set_process(Some(process))
+        .set_mounts(Some(mounts(s, opts, shared)))
+        .set_linux(Some(linux));
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{CompileOptions, check, compile};
+    use warden_lang::{Model, NoFiles, SourceFile, load};
+
+    /// Relaxations, binds, tenant volumes and egress: every part a spec is built from.
+    const FILE: &str = r#"
+image "base" {
+    from-host "/bin/sh"
+}
+
+sandbox "relaxed" {
+    image "base"
+    command "/bin/sh" "-c" "exit 0"
+    env "LANG" "C.UTF-8"
+    capabilities "CAP_NET_BIND_SERVICE" "CAP_SETUID"
+    seccomp {
+        allow "clone" "ptrace" reason="a debugger"
+    }
+    filesystem {
+        read-write "/tmp"
+        bind "./work" at="/sandbox/work" writable=#true
+        bind "/etc/ssl/certs" at="/etc/ssl/certs"
+        volume "data" at="/sandbox/data" writable=#true
+    }
+    egress {
+        allow "api.example.com" reason="its api"
+    }
+}
+
+sandbox "strict" {
+    image "base"
+    command "/bin/sh"
+}
+
+tenant "t" {
+    sandboxes "relaxed"
+    users uid=200000 count=65536
+    volume "data" size="1GiB"
+}
+"#;
+
+    fn model(text: &str) -> Model {
+        let loaded = load(&SourceFile::new("t.kdl", text), &NoFiles);
+        loaded
+            .model
+            .unwrap_or_else(|| panic!("{}", warden_lang::render(&loaded.diagnostics)))
+    }
+
+    fn options() -> CompileOptions {
+        CompileOptions {
+            base_dir: "/project".into(),
+            state_dir: "/var/lib/warden".into(),
+        }
+    }
+
+    #[test]
+    fn init_config_env_is_its_json() {
+        let c = compile(&model(FILE), &options()).unwrap();
+        for s in &c.sandboxes {
+            let env = s.spec.process().as_ref().unwrap().env().as_ref().unwrap();
+            let expected = format!(
+                "{}={}",
+                warden_wire::init::INIT_CONFIG_ENV,
+                serde_json::to_string(&s.init).unwrap()
+            );
+            assert_eq!(env.last(), Some(&expected), "{}", s.name);
+        }
+        assert!(c.sandboxes[0].init.seccomp.len() < c.sandboxes[1].init.seccomp.len());
+    }
+
+    #[test]
+    fn specs_read_back_the_same() {
+        let c = compile(&model(FILE), &options()).unwrap();
+        for s in &c.sandboxes {
+            let json = serde_json::to_value(&s.spec).unwrap();
+            let back: oci_spec::runtime::Spec = serde_json::from_value(json).unwrap();
+            assert_eq!(back, s.spec, "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn check_finds_what_compile_finds() {
+        let ok = model(FILE);
+        assert!(check(&ok).is_ok() && compile(&ok, &options()).is_ok());
+        // The language refuses such a limit; a model built by hand can still hold one.
+        let mut huge = model(FILE);
+        huge.sandboxes[1].limits.memory = u64::MAX;
+        let from_check = check(&huge).unwrap_err().to_string();
+        let from_compile = compile(&huge, &options()).unwrap_err().to_string();
+        assert_eq!(from_check, from_compile);
+        assert!(from_check.contains("memory limit"), "{from_check}");
+    }
 }

@@ -183,7 +183,7 @@ fn unknown_ref(cx: &mut Cx, n: &N<'_>, span: SourceSpan, kind: &str, name: &str,
 
 pub(crate) fn first_str(n: &N<'_>) -> Option<String> {
     n.args()
-        .first()
+        .next()
         .and_then(|e| e.value().as_string())
         .map(str::to_string)
 }
@@ -207,7 +207,7 @@ fn merge<'a>(files: &'a [(FileCx, KdlDocument, String)], cx: &mut Cx) -> Merged<
                         push_named(&mut m, kind, n, base.clone());
                         continue;
                     };
-                    let span = n.args()[0].span();
+                    let span = n.args().next().map_or(n.name_span(), |e| e.span());
                     if let Some(prev) = seen.insert((kind, name.clone()), span) {
                         let (line, _) = fcx.file.line_col(prev.offset());
                         cx.push(
@@ -230,7 +230,7 @@ fn merge<'a>(files: &'a [(FileCx, KdlDocument, String)], cx: &mut Cx) -> Merged<
                 }
                 "defaults" => {
                     n.check_props(cx, &[]);
-                    if !n.args().is_empty() {
+                    if n.args().next().is_some() {
                         n.check_args(cx, 0, 0, "no arguments");
                     }
                     for c in n.children() {
@@ -541,16 +541,19 @@ fn env(cx: &mut Cx, n: &N<'_>) -> Option<(String, String)> {
     if !n.check_args(cx, 2, 2, "a name and a value: `env \"NAME\" \"value\"`") {
         return None;
     }
-    let args = n.args();
-    let k = want_str(cx, n, args[0], "an environment variable name")?;
-    let v = want_str(cx, n, args[1], "an environment variable value")?;
+    let mut args = n.args();
+    let (Some(key), Some(value)) = (args.next(), args.next()) else {
+        return None;
+    };
+    let k = want_str(cx, n, key, "an environment variable name")?;
+    let v = want_str(cx, n, value, "an environment variable value")?;
     let valid = !k.is_empty()
         && !k.as_bytes()[0].is_ascii_digit()
         && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !valid {
         cx.push(n.diag(
             "warden::env::name",
-            args[0].span(),
+            key.span(),
             format!("invalid environment variable name `{k}`"),
             "letters, digits and `_`, not starting with a digit",
         ));
@@ -559,7 +562,7 @@ fn env(cx: &mut Cx, n: &N<'_>) -> Option<(String, String)> {
     if k.starts_with("WARDEN_INIT") {
         cx.push(n.diag(
             "warden::env::reserved",
-            args[0].span(),
+            key.span(),
             format!("`{k}` is reserved for warden-init"),
             "reserved name",
         ));
@@ -690,17 +693,21 @@ fn order_test(cx: &mut Cx, n: &N<'_>) -> Option<OrderTest> {
     })
 }
 
-fn children_with_defaults<'a>(
+/// The defaults the sandbox does not replace, then its own children, each with the
+/// directory of the file that declared it.
+fn children_with_defaults<'a, 'b>(
     n: &N<'a>,
-    defaults: &BTreeMap<String, Vec<(N<'a>, String)>>,
-) -> Vec<(N<'a>, String, bool)> {
+    base: &'b str,
+    defaults: &'b BTreeMap<String, Vec<(N<'a>, String)>>,
+) -> Vec<(N<'a>, &'b str)> {
     let own = n.children();
-    let mut out: Vec<(N<'a>, String, bool)> = Vec::new();
+    let mut out: Vec<(N<'a>, &'b str)> = Vec::with_capacity(own.len() + defaults.len());
     for (k, group) in defaults {
-        if !own.iter().any(|c| c.name() == k) {
-            out.extend(group.iter().map(|(c, b)| (*c, b.clone(), true)));
+        if !own.clone().any(|c| c.name() == k) {
+            out.extend(group.iter().map(|(c, b)| (*c, b.as_str())));
         }
     }
+    out.extend(own.map(|c| (c, base)));
     out
 }
 
@@ -743,14 +750,8 @@ fn sandbox(
         tenant: None,
     };
     s.tenant = names.tenant_of.get(&s.name).cloned();
-    let mut seen: HashMap<&str, SourceSpan> = HashMap::new();
-    let mut all: Vec<(N<'_>, String, bool)> = children_with_defaults(n, defaults);
-    all.extend(
-        n.children()
-            .into_iter()
-            .map(|c| (c, base.to_string(), false)),
-    );
-    for (c, cbase, _from_defaults) in all {
+    let mut seen: HashMap<&str, SourceSpan> = HashMap::with_capacity(SANDBOX.len());
+    for (c, cbase) in children_with_defaults(n, base, defaults) {
         let kind = c.name();
         if SANDBOX.contains(&kind)
             && kind != "env"
@@ -794,7 +795,7 @@ fn sandbox(
                         cx.push(
                             c.diag(
                                 "warden::sandbox::command",
-                                c.args()[0].span(),
+                                c.args().next().map_or(c.name_span(), |e| e.span()),
                                 format!("`{first}` is not an absolute path"),
                                 "no PATH lookup happens before exec",
                             )
@@ -813,7 +814,8 @@ fn sandbox(
                 c.check_props(cx, &["group"]);
                 c.no_children(cx);
                 if c.check_args(cx, 1, 1, "a numeric user id")
-                    && let Some(u) = want_int(cx, &c, c.args()[0], "the user id", 0, 65_535)
+                    && let Some(e) = c.args().next()
+                    && let Some(u) = want_int(cx, &c, e, "the user id", 0, 65_535)
                 {
                     s.user = u as u32;
                     s.group = u as u32;
@@ -865,7 +867,7 @@ fn sandbox(
                     .tenant
                     .as_ref()
                     .and_then(|t| names.tenants.iter().find(|x| &x.name == t));
-                filesystem(cx, &c, &cbase, &mut s.filesystem, tenant);
+                filesystem(cx, &c, cbase, &mut s.filesystem, tenant);
             }
             "limits" => limits(cx, &c, &mut s.limits),
             "init" => {
@@ -1172,6 +1174,12 @@ fn limits(cx: &mut Cx, n: &N<'_>, l: &mut Limits) {
     n.no_children(cx);
     if let Some((m, sp)) = str_prop(cx, n, "memory") {
         match parse_size(&m) {
+            Ok(b) if b > i64::MAX as u64 => cx.push(n.diag(
+                "warden::limits::memory",
+                sp,
+                "memory limit above 8EiB",
+                "more than the kernel can count",
+            )),
             Ok(b) if b >= 4 << 20 => l.memory = b,
             Ok(_) => cx.push(n.diag(
                 "warden::limits::memory",

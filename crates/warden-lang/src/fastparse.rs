@@ -31,6 +31,8 @@ pub(crate) fn parse(text: &str) -> Option<KdlDocument> {
         s: text,
         b: text.as_bytes(),
         i: 0,
+        nodes: Vec::new(),
+        entries: Vec::new(),
     };
     let doc = p.nodes(0, false, true)?;
     if p.i == p.b.len() { doc } else { None }
@@ -40,6 +42,18 @@ struct P<'a> {
     s: &'a str,
     b: &'a [u8],
     i: usize,
+    /// Nodes and entries parsed but not yet placed in their document or node: each
+    /// block and node takes its own off the top when it ends, so their vectors are
+    /// allocated once, at their final size.
+    nodes: Vec<KdlNode>,
+    entries: Vec<KdlEntry>,
+}
+
+/// The items above `mark`, moved into a vector of exactly their number.
+fn take<T>(stack: &mut Vec<T>, mark: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(stack.len().saturating_sub(mark));
+    v.extend(stack.drain(mark..));
+    v
 }
 
 fn span(start: usize, end: usize) -> SourceSpan {
@@ -203,7 +217,7 @@ impl<'a> P<'a> {
         if depth > MAX_DEPTH {
             return None;
         }
-        let mut doc = if keep { Some(KdlDocument::new()) } else { None };
+        let mark = self.nodes.len();
         self.leading(depth)?;
         let start = self.i;
         let mut end = start;
@@ -217,8 +231,8 @@ impl<'a> P<'a> {
             }
             let node = self.base_node(depth, keep)?;
             end = self.i;
-            if let (Some(doc), Some(node)) = (doc.as_mut(), node) {
-                doc.nodes_mut().push(node);
+            if let Some(node) = node {
+                self.nodes.push(node);
             }
             // The node terminator.
             match self.peek() {
@@ -230,10 +244,13 @@ impl<'a> P<'a> {
             }
             self.leading(depth)?;
         }
-        if let Some(doc) = doc.as_mut() {
-            doc.set_span(span(start, end));
+        if !keep {
+            return Some(None);
         }
-        Some(doc)
+        let mut doc = KdlDocument::new();
+        *doc.nodes_mut() = take(&mut self.nodes, mark);
+        doc.set_span(span(start, end));
+        Some(Some(doc))
     }
 
     /// `{ nodes }`; `self.i` is at `{`.
@@ -258,8 +275,11 @@ impl<'a> P<'a> {
         if !self.at_value_end() {
             return None;
         }
+        let mark = self.entries.len();
         let mut node = if keep {
             let mut n = KdlNode::new(name);
+            // Only spans are read from this tree; formatting goes through kdl's parser.
+            n.clear_format();
             n.name_mut().set_span(name_span);
             Some(n)
         } else {
@@ -290,9 +310,8 @@ impl<'a> P<'a> {
                     self.entry(false)?;
                 }
                 _ => {
-                    let e = self.entry(keep)?;
-                    if let (Some(n), Some(e)) = (node.as_mut(), e) {
-                        n.entries_mut().push(e);
+                    if let Some(e) = self.entry(keep)? {
+                        self.entries.push(e);
                     }
                 }
             }
@@ -304,6 +323,7 @@ impl<'a> P<'a> {
             _ => return None,
         }
         if let Some(n) = node.as_mut() {
+            *n.entries_mut() = take(&mut self.entries, mark);
             n.set_span(span(start, self.i));
             if let Some(c) = children {
                 n.set_children(c);

@@ -41,12 +41,9 @@ impl<'a> N<'a> {
     ) -> Diagnostic {
         self.file.diag(code, span, msg, label)
     }
-    pub fn args(&self) -> Vec<&'a KdlEntry> {
-        self.node
-            .entries()
-            .iter()
-            .filter(|e| e.name().is_none())
-            .collect()
+    /// The positional arguments, in order.
+    pub fn args(&self) -> impl Iterator<Item = &'a KdlEntry> + Clone + use<'a> {
+        self.node.entries().iter().filter(|e| e.name().is_none())
     }
     pub fn prop(&self, key: &str) -> Option<&'a KdlEntry> {
         self.node
@@ -55,25 +52,20 @@ impl<'a> N<'a> {
             .rev()
             .find(|e| e.name().is_some_and(|n| n.value() == key))
     }
-    pub fn children(&self) -> Vec<N<'a>> {
+    /// The nodes of the block, in order (none without a block).
+    pub fn children(&self) -> impl ExactSizeIterator<Item = N<'a>> + Clone + use<'a> {
+        let file = self.file;
         self.node
             .children()
-            .map(|d| {
-                d.nodes()
-                    .iter()
-                    .map(|node| N {
-                        node,
-                        file: self.file,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+            .map_or(&[][..], |d| d.nodes())
+            .iter()
+            .map(move |node| N { node, file })
     }
 
     /// Report properties not in `allowed` (with "did you mean") and repeated ones.
     pub fn check_props(&self, cx: &mut Cx, allowed: &[&str]) {
-        let mut seen: Vec<&str> = Vec::new();
-        for e in self.node.entries() {
+        let entries = self.node.entries();
+        for (i, e) in entries.iter().enumerate() {
             let Some(name) = e.name() else { continue };
             let key = name.value();
             if !allowed.contains(&key) {
@@ -91,7 +83,10 @@ impl<'a> N<'a> {
                     None => d.help(format!("`{}` takes: {}", self.name(), list(allowed))),
                 };
                 cx.push(d);
-            } else if seen.contains(&key) {
+            } else if entries[..i]
+                .iter()
+                .any(|p| p.name().is_some_and(|n| n.value() == key))
+            {
                 cx.push(
                     self.diag(
                         "warden::syntax::duplicate-property",
@@ -102,14 +97,13 @@ impl<'a> N<'a> {
                     .help("give each property once"),
                 );
             }
-            seen.push(key);
         }
     }
 
     /// Report a wrong number of positional arguments.
     pub fn check_args(&self, cx: &mut Cx, min: usize, max: usize, what: &str) -> bool {
-        let args = self.args();
-        if args.len() < min {
+        let count = self.args().count();
+        if count < min {
             cx.push(
                 self.diag(
                     "warden::syntax::missing-argument",
@@ -124,12 +118,12 @@ impl<'a> N<'a> {
             );
             return false;
         }
-        if args.len() > max {
-            let extra = args[max];
+        if count > max {
+            let extra = self.args().nth(max).map_or(self.name_span(), |e| e.span());
             cx.push(
                 self.diag(
                     "warden::syntax::extra-argument",
-                    extra.span(),
+                    extra,
                     format!("`{}` takes {}", self.name(), plural(max, "argument")),
                     "unexpected argument",
                 )
@@ -266,27 +260,24 @@ pub(crate) fn want_bool(cx: &mut Cx, n: &N<'_>, e: &KdlEntry, what: &str) -> Opt
 /// All positional arguments as strings.
 pub(crate) fn str_args(cx: &mut Cx, n: &N<'_>, what: &str) -> Vec<(String, SourceSpan)> {
     n.args()
-        .into_iter()
         .filter_map(|e| want_str(cx, n, e, what).map(|s| (s, e.span())))
         .collect()
 }
 
 /// The first positional argument as a string (the name of named nodes).
 pub(crate) fn name_arg(cx: &mut Cx, n: &N<'_>, what: &str) -> Option<(String, SourceSpan)> {
-    if !n.check_args(cx, 1, 1, what) {
-        return n
-            .args()
-            .first()
-            .and_then(|e| want_str(cx, n, e, what).map(|s| (s, e.span())));
-    }
-    let e = n.args()[0];
+    n.check_args(cx, 1, 1, what);
+    let e = n.args().next()?;
     want_str(cx, n, e, what).map(|s| (s, e.span()))
 }
 
 /// A string property.
 pub(crate) fn str_prop(cx: &mut Cx, n: &N<'_>, key: &str) -> Option<(String, SourceSpan)> {
     let e = n.prop(key)?;
-    want_str(cx, n, e, &format!("`{key}`")).map(|s| (s, e.span()))
+    match e.value() {
+        KdlValue::String(s) => Some((s.clone(), e.span())),
+        _ => want_str(cx, n, e, &format!("`{key}`")).map(|s| (s, e.span())),
+    }
 }
 
 pub(crate) fn require<T>(cx: &mut Cx, n: &N<'_>, key: &str, v: Option<T>, help: &str) -> Option<T> {

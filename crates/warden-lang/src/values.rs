@@ -31,7 +31,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             .ok_or("too many decimals")?;
         let f: u64 = f.parse().map_err(|_| format!("`{s}` is not a size"))?;
         i.checked_mul(mult)
-            .and_then(|a| mult.checked_mul(f).map(|b| a + b / scale))
+            .and_then(|a| a.checked_add(mult.checked_mul(f)? / scale))
     } else {
         let i: u64 = num.parse().map_err(|_| format!("`{s}` is too large"))?;
         i.checked_mul(mult)
@@ -150,8 +150,11 @@ pub const SYSTEM_DIRS: &[(&str, &str)] = &[
 /// Why a path may not be made writable, if it may not.
 pub fn forbidden_writable(p: &str) -> Option<&'static str> {
     SYSTEM_DIRS.iter().find_map(|(dir, why)| {
-        let inside = *dir == "/" && p == "/"
-            || (*dir != "/" && (p == *dir || p.starts_with(&format!("{dir}/"))));
+        let inside = if *dir == "/" {
+            p == "/"
+        } else {
+            at_or_under(p, dir)
+        };
         inside.then_some(*why)
     })
 }
@@ -160,7 +163,13 @@ pub fn forbidden_writable(p: &str) -> Option<&'static str> {
 pub fn forbidden_mount_point(p: &str) -> bool {
     ["/", "/proc", "/sys", "/dev", "/.warden"]
         .iter()
-        .any(|d| p == *d || (*d != "/" && p.starts_with(&format!("{d}/"))))
+        .any(|d| p == *d || (*d != "/" && at_or_under(p, d)))
+}
+
+/// `p` is `dir` or a path beneath it.
+fn at_or_under(p: &str, dir: &str) -> bool {
+    p.strip_prefix(dir)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -178,6 +187,7 @@ mod tests {
         assert!(parse_size("GiB").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("99999999999999TiB").is_err());
+        assert!(parse_size("18446744073709551.999KB").is_err());
         assert!(parse_size("1..5GiB").is_err());
     }
 

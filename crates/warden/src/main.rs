@@ -2,6 +2,10 @@
 //! lives in the library crates.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[global_allocator]
+static GLOBAL: alloc::Allocator = alloc::Allocator;
+
+mod alloc;
 mod commands;
 mod deploy;
 mod multicall;

@@ -121,6 +121,7 @@ fn run_one(bytes: &[u8], options: &CompileOptions, render: bool) -> bool {
     }
     let valid = loaded.model.is_some();
     if let Some(m) = loaded.model {
+        warden_compile::check(&m).expect("a valid model always checks");
         let c = compile(&m, options).expect("a valid model always compiles");
         for s in &c.sandboxes {
             let _ = s.config_json();

@@ -90,6 +90,23 @@ fn all_errors_reported_at_once() {
 }
 
 #[test]
+fn memory_limit_fits_the_oci_spec() {
+    let file = |memory: &str| {
+        format!(
+            "image \"i\" {{\n    from-host \"/bin/sh\"\n}}\nsandbox \"s\" {{\n    image \"i\"\n    command \"/bin/sh\"\n    limits memory=\"{memory}\"\n}}\n"
+        )
+    };
+    assert_eq!(
+        errors(&file("18446744073709551615")),
+        vec![("warden::limits::memory", 7)]
+    );
+    assert_eq!(
+        ok(&file("9223372036854775807")).sandboxes[0].limits.memory,
+        i64::MAX as u64
+    );
+}
+
+#[test]
 fn layout_defaults_apply_and_can_be_overridden() {
     let m = ok(&format!("layout \"strict\"\n{MINIMAL}"));
     let s = &m.sandboxes[0];
