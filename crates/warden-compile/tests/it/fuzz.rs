@@ -2,6 +2,7 @@
 //! parse, validate and compile. `WARDEN_FUZZ_ITERATIONS` sets the count (default
 //! 1,000,000); the count run is printed.
 
+use std::io::Write as _;
 use std::path::Path;
 use warden_compile::{CompileOptions, compile};
 use warden_lang::{SourceFile, load};
@@ -166,7 +167,12 @@ fn no_input_panics() {
         valid += u64::from(run_one(&input, &options, n % 32 == 0));
         n += 1;
     }
-    println!("fuzz: {n} inputs through parse+validate+compile, {valid} of them valid, no panic");
+    // Written to the process's stderr, past the test harness's capture, so the count
+    // shows in every CI log.
+    let _ = writeln!(
+        std::io::stderr(),
+        "fuzz: {n} inputs through parse+validate+compile, {valid} of them valid, no panic"
+    );
     assert_eq!(n, iterations);
     assert!(
         valid > 0,

@@ -2,6 +2,7 @@
 //! validation, the policy decision, chunked framing and response heads. cargo-fuzz needs
 //! nightly; this runs on stable in every `cargo test`, from a fixed seed.
 
+use std::io::Write as _;
 use warden_egress::chunked::ChunkedFramer;
 use warden_egress::head::{self, Framing, Plan};
 use warden_wire::egress::{
@@ -288,7 +289,10 @@ fn fuzz_heads_framing_and_policy() {
             assert_eq!(normalize_host(&h.to_string()), Ok(h));
         }
     }
-    println!(
+    // Written to the process's stderr, past the test harness's capture, so the count
+    // shows in every CI log.
+    let _ = writeln!(
+        std::io::stderr(),
         "fuzz: {ITERATIONS} inputs, {planned} planned and checked, {refused} refused, {partial} incomplete"
     );
     assert_eq!(planned + refused + partial, ITERATIONS);

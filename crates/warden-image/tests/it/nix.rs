@@ -32,6 +32,10 @@ fn nix_build(area: &Area, attr: &str) -> String {
             "--option",
             "substituters",
             "",
+            // Build as the calling user: a fresh machine has no `nixbld` group.
+            "--option",
+            "build-users-group",
+            "",
             "--no-out-link",
             "-A",
             attr,
