@@ -11,27 +11,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::bench_lang::{arg_value, median, ms};
 use anyhow::{Context, bail};
 use warden_image::{BuildContext, build_image, unpack_bundle};
 use warden_wire::image::{ImagePlan, Source};
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn arg_value(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let runs: usize = arg_value(args, "--runs")

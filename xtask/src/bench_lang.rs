@@ -34,6 +34,14 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// The value after `name` in `args` (`--runs 7`).
+pub fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
 pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]

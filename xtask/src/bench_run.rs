@@ -29,31 +29,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::bench_lang::{arg_value, median};
 use anyhow::{Context, bail};
 
 /// Pause before each run; well over an RCU grace period on the dev VM (under 20 ms).
 const SETTLE: Duration = Duration::from_millis(50);
-
-fn arg_value(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
-        .join("bench-run")
+    crate::bench_lang::target_dir().join("bench-run")
 }
 
 fn host_triple() -> anyhow::Result<String> {
