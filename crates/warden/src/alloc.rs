@@ -9,10 +9,10 @@
 //! The choice is made in an `.init_array` constructor, which glibc calls with `argc`,
 //! `argv` and `envp` before Rust's runtime starts and so before anything is allocated
 //! through [`GlobalAlloc`]. It never changes afterwards, so every block is freed by the
-//! allocator that made it.
+//! allocator that made it. Other C libraries (musl) pass no arguments to constructors;
+//! there every process keeps the system allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::ffi::{CStr, c_char, c_int};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static FAST: AtomicBool = AtomicBool::new(false);
@@ -21,6 +21,7 @@ static FAST: AtomicBool = AtomicBool::new(false);
 const RESIDENT: &[&[u8]] = &[b"supervise", b"run", b"exec", b"logs"];
 
 /// Whether a process started with this `argv` should use mimalloc.
+#[cfg_attr(not(target_env = "gnu"), allow(dead_code))]
 fn wants_fast(argv0: &[u8], argv1: Option<&[u8]>) -> bool {
     let name = argv0.rsplit(|&b| b == b'/').next().unwrap_or(argv0);
     if name == b"init" {
@@ -32,24 +33,31 @@ fn wants_fast(argv0: &[u8], argv1: Option<&[u8]>) -> bool {
     }
 }
 
-extern "C" fn choose(argc: c_int, argv: *const *const c_char, _envp: *const *const c_char) {
-    if argc < 1 || argv.is_null() {
-        return;
-    }
-    // SAFETY: glibc passes the process's argv (argc valid, NUL-terminated pointers) to
-    // `.init_array` functions; it outlives the process.
-    let arg = |i: usize| unsafe {
-        let p = *argv.add(i);
-        (!p.is_null()).then(|| CStr::from_ptr(p).to_bytes())
-    };
-    let Some(argv0) = arg(0) else { return };
-    let argv1 = if argc >= 2 { arg(1) } else { None };
-    FAST.store(wants_fast(argv0, argv1), Ordering::Relaxed);
-}
+#[cfg(target_env = "gnu")]
+mod constructor {
+    use super::{FAST, wants_fast};
+    use std::ffi::{CStr, c_char, c_int};
+    use std::sync::atomic::Ordering;
 
-#[used]
-#[unsafe(link_section = ".init_array")]
-static CHOOSE: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = choose;
+    extern "C" fn choose(argc: c_int, argv: *const *const c_char, _envp: *const *const c_char) {
+        if argc < 1 || argv.is_null() {
+            return;
+        }
+        // SAFETY: glibc passes the process's argv (argc valid, NUL-terminated pointers) to
+        // `.init_array` functions; it outlives the process.
+        let arg = |i: usize| unsafe {
+            let p = *argv.add(i);
+            (!p.is_null()).then(|| CStr::from_ptr(p).to_bytes())
+        };
+        let Some(argv0) = arg(0) else { return };
+        let argv1 = if argc >= 2 { arg(1) } else { None };
+        FAST.store(wants_fast(argv0, argv1), Ordering::Relaxed);
+    }
+
+    #[used]
+    #[unsafe(link_section = ".init_array")]
+    static CHOOSE: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = choose;
+}
 
 pub struct Allocator;
 
@@ -117,6 +125,7 @@ mod tests {
         assert!(wants_fast(b"warden", None));
     }
 
+    #[cfg(target_env = "gnu")]
     #[test]
     fn this_process_chose() {
         // The constructor ran before main and chose from this process's own arguments.
