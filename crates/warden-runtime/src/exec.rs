@@ -629,15 +629,6 @@ impl Executor for TenantExecutor {
                 envs.insert("HOME".into(), home.into());
             }
         }
-        let old: Vec<_> = std::env::vars_os().map(|(k, _)| k).collect();
-        for key in old {
-            // SAFETY: the tenant process is single-threaded.
-            unsafe { std::env::remove_var(key) };
-        }
-        for (key, value) in envs {
-            // SAFETY: as above.
-            unsafe { std::env::set_var(key, value) };
-        }
-        Ok(())
+        run::replace_env(envs)
     }
 }

@@ -282,7 +282,11 @@ fn create_start_wait(
     }
     let built = {
         let _lock = libcontainer_lock();
-        builder.as_init(copy).with_systemd(false).build()
+        builder
+            .with_executor(InitExecutor)
+            .as_init(copy)
+            .with_systemd(false)
+            .build()
     };
     let mut container = built.map_err(create_err)?;
     let init_pid = container.pid().map(|p| p.as_raw());
@@ -492,4 +496,74 @@ impl Drop for Cleanup {
         // Only reached without `finish` on a panic; best effort.
         let _ = self.finish();
     }
+}
+
+/// libcontainer's default executor, except that the environment is replaced through libc
+/// directly (see [`replace_env`]).
+#[derive(Clone)]
+struct InitExecutor;
+
+impl libcontainer::workload::Executor for InitExecutor {
+    fn exec(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
+
+    fn setup_envs(
+        &self,
+        envs: std::collections::HashMap<String, String>,
+    ) -> Result<(), libcontainer::workload::ExecutorSetEnvsError> {
+        replace_env(envs)
+    }
+}
+
+/// Replaces the whole environment of the container's process (a single-threaded child
+/// that libcontainer cloned from the caller) with `envs`, through libc's `clearenv` and
+/// `setenv`. std's environment functions take a process-wide lock; when another thread
+/// of the caller held it at the moment of the clone (any `Command::spawn` or `env::var`
+/// does), the child inherits it held, nobody is left to release it, and the child waits
+/// forever. libc's own environment lock is taken only by `setenv`-family calls.
+pub(crate) fn replace_env(
+    envs: std::collections::HashMap<String, String>,
+) -> Result<(), libcontainer::workload::ExecutorSetEnvsError> {
+    use libcontainer::workload::ExecutorSetEnvsError;
+    // SAFETY: the process is single-threaded (a fresh clone) and holds no pointer into
+    // its environment.
+    if unsafe { libc::clearenv() } != 0 {
+        return Err(ExecutorSetEnvsError::Other("clearenv failed".into()));
+    }
+    let mut envs: Vec<(String, String)> = envs.into_iter().collect();
+    envs.sort();
+    for (key, value) in envs {
+        let (Ok(k), Ok(v)) = (
+            std::ffi::CString::new(key.as_str()),
+            std::ffi::CString::new(value),
+        ) else {
+            return Err(ExecutorSetEnvsError::Other(format!(
+                "environment variable `{key}` contains a NUL byte"
+            )));
+        };
+        if key.is_empty() || key.contains('=') {
+            return Err(ExecutorSetEnvsError::Other(format!(
+                "invalid environment variable name `{key}`"
+            )));
+        }
+        // SAFETY: both are valid C strings; setenv copies them; single-threaded as above.
+        if unsafe { libc::setenv(k.as_ptr(), v.as_ptr(), 1) } != 0 {
+            return Err(ExecutorSetEnvsError::Other(format!(
+                "setenv({key}): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
 }

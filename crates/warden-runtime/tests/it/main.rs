@@ -101,6 +101,44 @@ fn echo_prints_hello_and_exits_0() {
 }
 
 #[test]
+fn a_thread_reading_the_environment_cannot_hang_the_container_start() {
+    // Another thread of the caller holds std's environment lock most of the time, as a
+    // busy program's `Command::spawn` and `env::var` calls do. The container's process is
+    // cloned from the caller and must not take that (inherited, never released) lock.
+    let _g = serial();
+    let b = sandbox(&["/bin/echo", "hello"], DEFAULT_LIMITS);
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += std::env::vars_os().count() as u64;
+            }
+            n
+        })
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let runs = std::thread::spawn(move || {
+        for _ in 0..10 {
+            let o = run(&b, None, |_| {});
+            let _ = tx.send((o.code, o.stdout));
+        }
+    });
+    for i in 0..10 {
+        let got = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!("run {i} did not finish: the container's process is stuck on a lock")
+            });
+        assert_eq!(got, (0, "hello\n".to_string()), "run {i}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    runs.join().unwrap();
+    assert!(hammer.join().unwrap() > 0);
+}
+
+#[test]
 fn args_override_replaces_the_command_and_its_exit_code_comes_back() {
     let _g = serial();
     let b = sandbox(&["/bin/echo", "not me"], DEFAULT_LIMITS);
