@@ -84,6 +84,12 @@ pub enum RuntimeError {
     },
     #[error("cannot exec in container `{id}`: {reason}")]
     InvalidExec { id: String, reason: String },
+    #[error("cannot give the exec in container `{id}` a terminal")]
+    Terminal {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot exec in container `{id}`")]
     Exec {
         id: String,

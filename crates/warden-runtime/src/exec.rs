@@ -53,7 +53,7 @@ use crate::run::{
     DEFAULT_KILL_AFTER, KILL_MARGIN, Stdio, libcontainer_lock, reap, validate_id, wait_forwarding,
 };
 use crate::signals::SignalGuard;
-use crate::{cgroup, run, spec};
+use crate::{cgroup, run, spec, tty};
 
 /// How often a `state.json` that does not parse is read again: libcontainer rewrites it
 /// in place (truncate, then write), so a read racing a write sees a prefix.
@@ -69,10 +69,11 @@ pub struct ExecOptions {
     pub env: Vec<(String, String)>,
     /// The process's standard streams; `None` inherits the caller's.
     pub stdio: Stdio,
-    /// Give the process a terminal. Refused with [`RuntimeError::InvalidExec`]:
-    /// libcontainer hands a new pseudo-terminal's master end only to a console socket
-    /// (and accepts one only for detached processes); relaying it to the caller's terminal
-    /// (raw mode, window size, copying both ways) is not implemented.
+    /// Give the process a new pseudo-terminal as its stdin, stdout, stderr and
+    /// controlling terminal, relayed to `stdio.stdin` / `stdio.stdout` (the caller's
+    /// own when `None`; `stdio.stderr` is not used: the terminal carries both outputs).
+    /// A caller's input that is a terminal is in raw mode while the process runs, its
+    /// window size follows `SIGWINCH`, and Ctrl-C reaches the command as `SIGINT`.
     pub tty: bool,
     /// After forwarding a terminating signal, kill the process if it is still running
     /// after this long. Default: warden-init's grace period plus 2 s, or 10 s when the
@@ -104,7 +105,8 @@ impl ExecOptions {
 /// Errors: [`RuntimeError::NotFound`] (no such container under `state_root`),
 /// [`RuntimeError::NotRunning`] (created but not started, stopped, or its init pid no
 /// longer in its cgroup), [`RuntimeError::InvalidExec`] (no command, a malformed variable,
-/// replacing `WARDEN_INIT_CONFIG`, a terminal), [`RuntimeError::Exec`] (libcontainer
+/// replacing `WARDEN_INIT_CONFIG`), [`RuntimeError::Terminal`] (no pseudo-terminal
+/// could be opened or relayed), [`RuntimeError::Exec`] (libcontainer
 /// could not start the process, e.g. a command that does not exist when the container
 /// does not run warden-init; under warden-init that is exit code 127 instead).
 ///
@@ -121,14 +123,6 @@ pub fn exec_in(
         id: id.to_string(),
         reason,
     };
-    if opts.tty {
-        return Err(invalid(
-            "a terminal is not supported: libcontainer passes a new pseudo-terminal only \
-             to a console socket (and only for detached processes), and warden-runtime \
-             has no relay between one and the caller's terminal"
-                .into(),
-        ));
-    }
     validate_command(&opts).map_err(invalid)?;
 
     let container_dir = state_root.join("containers").join(id);
@@ -291,9 +285,15 @@ fn exec_with_dir(
             setup_user.set_additional_gids(None);
             tenant.set_user(setup_user);
             tenant.set_capabilities(Some(setup_capabilities()));
-            TenantExecutor { join: Some(join) }
+            TenantExecutor {
+                join: Some(join),
+                terminal: opts.tty,
+            }
         }
-        None => TenantExecutor { join: None },
+        None => TenantExecutor {
+            join: None,
+            terminal: opts.tty,
+        },
     };
     let process_path = exec_dir.path.join("process.json");
     let json = serde_json::to_vec(&tenant).map_err(|e| RuntimeError::StateDir {
@@ -324,14 +324,37 @@ fn exec_with_dir(
         fd.try_clone()
             .map_err(|e| exec_err(LibcontainerError::OtherIO(e)))
     };
-    if let Some(fd) = &opts.stdio.stdin {
-        base = base.with_stdin(dup(fd)?);
-    }
-    if let Some(fd) = &opts.stdio.stdout {
-        base = base.with_stdout(dup(fd)?);
-    }
-    if let Some(fd) = &opts.stdio.stderr {
-        base = base.with_stderr(dup(fd)?);
+    let input = opts
+        .stdio
+        .stdin
+        .as_ref()
+        .map_or(libc::STDIN_FILENO, |fd| fd.as_raw_fd());
+    let output = opts
+        .stdio
+        .stdout
+        .as_ref()
+        .map_or(libc::STDOUT_FILENO, |fd| fd.as_raw_fd());
+    let mut pty = None;
+    if opts.tty {
+        let pair = tty::Pty::open(&[input, output]).map_err(|e| RuntimeError::Terminal {
+            id: id.to_string(),
+            source: e,
+        })?;
+        base = base
+            .with_stdin(dup(&pair.slave)?)
+            .with_stdout(dup(&pair.slave)?)
+            .with_stderr(dup(&pair.slave)?);
+        pty = Some(pair.master);
+    } else {
+        if let Some(fd) = &opts.stdio.stdin {
+            base = base.with_stdin(dup(fd)?);
+        }
+        if let Some(fd) = &opts.stdio.stdout {
+            base = base.with_stdout(dup(fd)?);
+        }
+        if let Some(fd) = &opts.stdio.stderr {
+            base = base.with_stderr(dup(fd)?);
+        }
     }
     let tenant_builder = base
         .as_tenant()
@@ -352,7 +375,22 @@ fn exec_with_dir(
     let child = Child::new(pid);
     // The process runs: nothing in the private root is needed any more.
     let removed = exec_dir.remove(id);
+    let relay = match pty {
+        Some(master) => match tty::Relay::start(master, input, output) {
+            Ok(r) => Some(r),
+            Err(source) => {
+                return Err(RuntimeError::Terminal {
+                    id: id.to_string(),
+                    source,
+                });
+            }
+        },
+        None => None,
+    };
     let code = wait_forwarding(id, pid, &signals, kill_after);
+    if let Some(relay) = relay {
+        relay.finish();
+    }
     if code.is_ok() {
         child.reaped();
     }
@@ -534,6 +572,8 @@ impl Drop for ExecDir {
 #[derive(Clone)]
 struct TenantExecutor {
     join: Option<UserNsJoin>,
+    /// fd 0 is a new pseudo-terminal's slave: make it the controlling terminal.
+    terminal: bool,
 }
 
 #[derive(Clone)]
@@ -611,6 +651,9 @@ impl UserNsJoin {
 
 impl Executor for TenantExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if self.terminal {
+            tty::take_controlling_terminal().map_err(ExecutorError::Other)?;
+        }
         if let Some(join) = &self.join {
             join.enter().map_err(ExecutorError::Other)?;
         }

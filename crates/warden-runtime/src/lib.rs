@@ -34,7 +34,8 @@
 //! container's cgroups and namespaces (its user namespace too, which libcontainer's tenant
 //! builder does not do by itself), takes the user, groups, capabilities, rlimits, cwd and
 //! environment of the container's `process`, and runs under warden-init when the
-//! container does, so Landlock and seccomp apply as well. No terminal (yet).
+//! container does, so Landlock and seccomp apply as well; with a terminal of its own when
+//! asked (a new pseudo-terminal relayed to the caller's, see `tty.rs`).
 //!
 //! Requirements on the bundle (what the compiler emits): an absolute `cgroupsPath` (its
 //! parent is kept, the last component becomes the container id), no OCI `hooks`, a root
@@ -51,6 +52,7 @@ mod run;
 mod signals;
 mod spec;
 mod stale;
+mod tty;
 
 pub use cgroup::{leftover_cgroups, prime_attach};
 pub use error::RuntimeError;

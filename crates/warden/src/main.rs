@@ -105,7 +105,7 @@ enum Command {
     /// Run a command inside an applied, running sandbox, with its isolation.
     Exec {
         name: String,
-        /// Give the command a terminal (not supported yet: refused with a clear error).
+        /// Give the command a terminal of its own (raw mode, window size and Ctrl-C relayed).
         #[arg(short = 't', long)]
         tty: bool,
         /// The command and its arguments.

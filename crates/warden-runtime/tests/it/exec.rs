@@ -341,17 +341,8 @@ fn exec_into_an_unknown_container_is_not_found() {
 }
 
 #[test]
-fn exec_with_a_terminal_or_without_a_command_is_refused() {
+fn exec_without_a_command_or_with_a_bad_variable_is_refused() {
     let root = state_root();
-    let mut opts = ExecOptions::new(strings(&["/bin/sh"]));
-    opts.tty = true;
-    let err = exec_in(&root, "it-any", opts).expect_err("tty");
-    assert_eq!(
-        chain(&err),
-        "cannot exec in container `it-any`: a terminal is not supported: libcontainer passes a \
-         new pseudo-terminal only to a console socket (and only for detached processes), and \
-         warden-runtime has no relay between one and the caller's terminal"
-    );
     let err = exec_in(&root, "it-any", ExecOptions::new(vec![])).expect_err("no command");
     assert_eq!(
         chain(&err),
@@ -364,6 +355,132 @@ fn exec_with_a_terminal_or_without_a_command_is_refused() {
         chain(&err),
         "cannot exec in container `it-any`: invalid environment variable name `A=B`"
     );
+}
+
+/// A pseudo-terminal pair standing in for the user's terminal.
+fn user_terminal(rows: u16, cols: u16) -> (std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (-1, -1);
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two fds; the winsize pointer is live.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both were just opened and are owned by nobody else.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::os::fd::OwnedFd::from_raw_fd(slave),
+        )
+    }
+}
+
+/// Reads `terminal` until what was read ends with `want`; panics after 20 s.
+fn read_until(terminal: &mut std::fs::File, seen: &mut String, want: &str) {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while !seen.ends_with(want) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no {want:?} on the terminal; so far {seen:?}"
+        );
+        let mut fds = [libc::pollfd {
+            fd: terminal.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: poll on one live pollfd.
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, left.as_millis() as i32) };
+        if fds[0].revents & libc::POLLIN != 0 {
+            let n = terminal.read(&mut buf).expect("read the terminal");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+}
+
+fn local_flags(fd: &std::os::fd::OwnedFd) -> libc::tcflag_t {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all-zero is a valid termios; tcgetattr fills it.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    assert_eq!(unsafe { libc::tcgetattr(fd.as_raw_fd(), &mut t) }, 0);
+    t.c_lflag
+}
+
+#[test]
+fn exec_with_a_terminal_relays_input_output_window_size_and_ctrl_c() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let _g = serial();
+    let b = sandbox(&["/bin/sleep", "30"], DEFAULT_LIMITS);
+    let bg = start_in_background(&b, None);
+    let (mut user, user_side) = user_terminal(33, 101);
+    let cooked = local_flags(&user_side);
+    assert_ne!(cooked & libc::ICANON, 0);
+    let script = "test -t 0 && test -t 1 && test -t 2 && echo all-terminal; stty size; \
+                  read line; echo \"got:$line\"; \
+                  trap 'stty size' WINCH; trap 'echo INT; exit 3' INT; \
+                  echo ready; while :; do sleep 0.05; done";
+    let mut opts = ExecOptions::new(strings(&["/bin/sh", "-c", script]));
+    opts.tty = true;
+    opts.stdio.stdin = Some(user_side.try_clone().expect("dup"));
+    opts.stdio.stdout = Some(user_side.try_clone().expect("dup"));
+    let id = bg.id.clone();
+    let exec = std::thread::spawn(move || exec_in(&state_root(), &id, opts).map_err(Box::new));
+
+    let mut seen = String::new();
+    read_until(&mut user, &mut seen, "all-terminal\r\n33 101\r\n");
+    // The relay put the user's terminal in raw mode.
+    assert_eq!(
+        local_flags(&user_side) & (libc::ICANON | libc::ECHO | libc::ISIG),
+        0
+    );
+    user.write_all(b"hello\r").expect("type");
+    read_until(&mut user, &mut seen, "hello\r\ngot:hello\r\nready\r\n");
+    // The user resizes the terminal: warden gets SIGWINCH (from the test here, since this
+    // terminal is nobody's controlling terminal) and passes the size on.
+    let ws = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a live winsize; kill(2) to ourselves.
+    unsafe {
+        assert_eq!(libc::ioctl(user.as_raw_fd(), libc::TIOCSWINSZ, &ws), 0);
+        libc::kill(libc::getpid(), libc::SIGWINCH);
+    }
+    read_until(&mut user, &mut seen, "40 120\r\n");
+    // Ctrl-C is a byte on the way in, and SIGINT to the command's foreground group.
+    user.write_all(b"\x03").expect("type Ctrl-C");
+    let code = exec.join().expect("exec thread").expect("exec");
+    read_until(&mut user, &mut seen, "^CINT\r\n");
+    assert_eq!(
+        (code, seen.as_str()),
+        (
+            3,
+            "all-terminal\r\n33 101\r\nhello\r\ngot:hello\r\nready\r\n40 120\r\n^CINT\r\n"
+        )
+    );
+    // The user's terminal is back in the mode it had.
+    assert_eq!(local_flags(&user_side), cooked);
+    // The container's own command was not disturbed.
+    assert_eq!(bg.stop().code, 128 + libc::SIGTERM);
 }
 
 #[test]

@@ -24,7 +24,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "sleep", "true", "false", "ps", "id", "wget", "mkdir", "touch",
-    "wc", "grep", "ip", "env", "kill", "mount", "head", "seq", "test", "[",
+    "wc", "grep", "ip", "env", "kill", "mount", "head", "seq", "test", "[", "stty",
 ];
 
 pub struct Binaries {

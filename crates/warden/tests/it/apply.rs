@@ -514,6 +514,62 @@ fn apply_needs_confirmation_and_a_saved_plan_is_applied_exactly() {
     assert_all_gone(&env, "sp");
 }
 
+/// Runs `cmd` with a new pseudo-terminal of `size` (rows, columns) as its stdin, stdout
+/// and stderr, like a user's; returns its exit code and everything it wrote there.
+fn in_terminal(cmd: &mut std::process::Command, size: (u16, u16)) -> (i32, String) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    let ws = libc::winsize {
+        ws_row: size.0,
+        ws_col: size.1,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two fds; the winsize pointer is live.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both were just opened and are owned by nobody else.
+    let (mut master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            OwnedFd::from_raw_fd(slave),
+        )
+    };
+    let mut child = cmd
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .expect("spawn warden");
+    // Drop the parent's copies (held by `cmd`) so the master sees the end of output.
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let status = child.wait().expect("wait for warden");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Reads until EIO: every slave is closed once warden has exited.
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out).into_owned(),
+    )
+}
+
 #[test]
 fn exec_joins_the_running_sandbox_with_its_isolation() {
     let env = Env::new();
@@ -550,12 +606,21 @@ fn exec_joins_the_running_sandbox_with_its_isolation() {
     assert!(lines[5].contains("Read-only file system"), "{out}");
     let (code, _, err) = exec(&["/bin/nonexistent"]);
     assert_eq!(code, 127, "{err}");
-    let (code, _, err) =
-        run(env
-            .cmd()
-            .args(["exec", "-t", "ex-box", "--", "/bin/busybox", "true"]));
-    assert_eq!(code, 2);
-    assert!(err.contains("terminal"), "{err}");
+    // With a terminal: the command sees one on all three streams, of the user's size.
+    let (code, out) = in_terminal(
+        env.cmd().args([
+            "exec",
+            "-t",
+            "ex-box",
+            "--",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "test -t 0 && test -t 1 && test -t 2 && echo all-terminal; busybox stty size; exit 4",
+        ]),
+        (30, 90),
+    );
+    assert_eq!((code, out.as_str()), (4, "all-terminal\r\n30 90\r\n"));
     let (code, _, err) = run(env
         .cmd()
         .args(["exec", "nope", "--", "/bin/busybox", "true"]));
