@@ -182,6 +182,9 @@ pub(crate) struct ApprovalStore {
     dir: PathBuf,
     map: Mutex<BTreeMap<String, Approval>>,
     dirty: AtomicBool,
+    /// A destination was refused for the first time: written without the debounce, so
+    /// `warden approvals` lists it as soon as the sandbox has seen the refusal.
+    fresh: AtomicBool,
 }
 
 impl ApprovalStore {
@@ -190,6 +193,7 @@ impl ApprovalStore {
             dir: dir.to_path_buf(),
             map: Mutex::new(read_file(dir)),
             dirty: AtomicBool::new(false),
+            fresh: AtomicBool::new(false),
         }
     }
 
@@ -201,6 +205,9 @@ impl ApprovalStore {
             // A sandbox spraying random names must not grow the file without bound; the
             // audit log still has every attempt.
             return None;
+        }
+        if !map.contains_key(&id) {
+            self.fresh.store(true, Ordering::Release);
         }
         let rec = map.entry(id.clone()).or_insert_with(|| Approval {
             id: id.clone(),
@@ -222,6 +229,11 @@ impl ApprovalStore {
         drop(map);
         self.dirty.store(true, Ordering::Release);
         Some(id)
+    }
+
+    /// Whether a destination was refused for the first time since the last call.
+    pub(crate) fn take_fresh(&self) -> bool {
+        self.fresh.swap(false, Ordering::AcqRel)
     }
 
     pub(crate) fn snapshot(&self) -> Vec<Approval> {

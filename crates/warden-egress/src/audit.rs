@@ -146,7 +146,7 @@ fn run(rx: Receiver<Msg>, log: &mut AuditFile, approvals: &ApprovalStore, deboun
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stop = true,
             Err(RecvTimeoutError::Timeout) => {}
         }
-        let due = last_flush.elapsed() >= debounce;
+        let due = last_flush.elapsed() >= debounce || approvals.take_fresh();
         if due || ack.is_some() || stop {
             let _ = log.flush();
             let _ = approvals.flush(false);

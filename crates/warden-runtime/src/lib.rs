@@ -59,7 +59,8 @@ pub use error::RuntimeError;
 pub use exec::{ExecOptions, exec_in};
 pub use netns::{bind_in_netns, loopback_up_in_netns};
 pub use run::{
-    BeforeStart, NetworkSetup, RunOptions, StartContext, Stdio, new_container_id, run_foreground,
+    AfterStart, BeforeStart, NetworkSetup, RunOptions, StartContext, Stdio, new_container_id,
+    run_foreground,
 };
 pub use signals::{FORWARDED_SIGNALS, exit_code_for_signal, terminating_signals_caught};
 pub use stale::{OWNER_ANNOTATION, remove_stale};

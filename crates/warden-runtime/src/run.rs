@@ -68,6 +68,10 @@ pub type BeforeStart = Box<
     dyn Fn(&StartContext<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
 >;
 
+/// Runs once the container's command has started, before the run waits for it, on the
+/// calling thread. It cannot fail the run.
+pub type AfterStart = Box<dyn Fn(&StartContext<'_>) + Send + Sync>;
+
 /// How to run a bundle.
 pub struct RunOptions {
     /// Unique among the runs under `state_root`; also the last component of the run's
@@ -81,6 +85,7 @@ pub struct RunOptions {
     pub stdio: Stdio,
     pub network: NetworkSetup,
     pub before_start: Option<BeforeStart>,
+    pub after_start: Option<AfterStart>,
     /// After forwarding a terminating signal, kill the init if it is still running after
     /// this long. Default: warden-init's grace period plus 2 s, or 10 s without warden-init.
     pub kill_after: Option<Duration>,
@@ -95,6 +100,7 @@ impl RunOptions {
             stdio: Stdio::default(),
             network: NetworkSetup::default(),
             before_start: None,
+            after_start: None,
             kill_after: None,
         }
     }
@@ -112,6 +118,7 @@ impl fmt::Debug for RunOptions {
                 "before_start",
                 &self.before_start.as_ref().map(|_| "<hook>"),
             )
+            .field("after_start", &self.after_start.as_ref().map(|_| "<hook>"))
             .field("kill_after", &self.kill_after)
             .finish()
     }
@@ -330,6 +337,12 @@ fn create_start_wait(
     for sig in early {
         // SAFETY: kill(2) to our own child, which we have not reaped yet.
         unsafe { libc::kill(init_pid, sig) };
+    }
+    if let Some(hook) = &opts.after_start {
+        hook(&StartContext {
+            container_id: id,
+            init_pid,
+        });
     }
     let code = wait_forwarding(id, init_pid, signals, kill_after)?;
     cleanup.init_pid = None;

@@ -116,6 +116,39 @@ async fn chunked_body_is_forwarded_and_a_pipelined_request_is_not() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_refusal_is_listed_at_once_whatever_the_debounce() {
+    let up = upstreams().await;
+    // Counts are written at most every minute; a new destination is not held back.
+    let rig = start_proxy(policy(standard_rules(&up), 30), |c| {
+        c.flush_interval = Duration::from_secs(60);
+    });
+    let (_, answer) = connect(rig.proxy, "fresh.test:443").await;
+    assert_eq!(answer.status, 403);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let pending = loop {
+        let pending = load_approvals(rig.dir.path());
+        if !pending.is_empty() || Instant::now() > deadline {
+            break pending;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        pending
+            .iter()
+            .map(|a| (a.host.as_str(), a.count))
+            .collect::<Vec<_>>(),
+        vec![("fresh.test", 1)]
+    );
+    // A second refusal of the same destination only counts, in memory until the debounce.
+    let (_, answer) = connect(rig.proxy, "fresh.test:443").await;
+    assert_eq!(answer.status, 403);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(load_approvals(rig.dir.path())[0].count, 1);
+    flush(&rig.state).await;
+    assert_eq!(load_approvals(rig.dir.path())[0].count, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unlisted_host_is_denied_and_surfaced_once_with_a_count() {
     let up = upstreams().await;
     let rig = start_proxy(policy(standard_rules(&up), 30), |_| {});

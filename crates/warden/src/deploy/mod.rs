@@ -20,3 +20,4 @@ pub mod plan;
 pub mod procs;
 pub mod state;
 pub mod supervisor;
+pub mod trim;

@@ -7,6 +7,8 @@
 //! answers on a unix control socket (`status`, `reload`, `stop`). The container's init is
 //! its child and dies with it (warden-init sets `PR_SET_PDEATHSIG`), so a sandbox never
 //! outlives its supervisor; the next apply removes what is left (cgroups, state).
+//! Once a container has started, the supervisor drops its mappings of the clean file
+//! pages start-up touched (`trim`), so an idle one keeps only what it uses mapped.
 //!
 //! Start-up handshake: the apply that spawns it reads one line on the supervisor's
 //! stdout: `ready <init pid>` once the first container is created, or `error: <why>`.
@@ -383,6 +385,11 @@ fn run_once(
             Ok(())
         }));
     }
+    // What starting the container touched once (libcontainer, JSON, start-up) need not
+    // stay mapped while the supervisor idles: see `trim`.
+    opts.after_start = Some(Box::new(|_: &warden_runtime::StartContext<'_>| {
+        let _ = super::trim::release_clean_file_pages();
+    }));
     let before = warden_runtime::terminating_signals_caught();
     let result = warden_runtime::run_foreground(&launch.bundle, &opts);
     if warden_runtime::terminating_signals_caught() != before {
