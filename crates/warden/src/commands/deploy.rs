@@ -535,6 +535,10 @@ fn converge(out: &Out, path: &Path, opts: &Converge) -> anyhow::Result<Exit> {
         Ok(l) => l,
         Err(e) => return Ok(fail(e)),
     };
+    if let Err(e) = paths.claim_run_dir() {
+        eprintln!("error: {e}");
+        return Ok(Exit::User);
+    }
     let st = match State::load(&paths) {
         Ok(s) => s,
         Err(e) => return Ok(fail(e)),

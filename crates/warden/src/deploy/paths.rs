@@ -57,6 +57,60 @@ impl Paths {
     }
 }
 
+impl Paths {
+    /// Records in the run directory which state directory its supervisors belong to, and
+    /// refuses one that belongs to another state that still exists: an apply stops every
+    /// supervisor under its run directory that its own state does not record, so two
+    /// states sharing one run directory would stop each other's sandboxes.
+    pub fn claim_run_dir(&self) -> Result<(), String> {
+        let marker = self.run_dir.join("state-dir");
+        let mine = std::fs::canonicalize(&self.state_dir)
+            .unwrap_or_else(|_| self.state_dir.clone())
+            .display()
+            .to_string();
+        let refuse = |owner: &str| {
+            format!(
+                "the run directory `{}` holds the supervisors of the state in `{owner}`; \
+                 this state (`{mine}`) needs a run directory of its own (set WARDEN_RUN_DIR)",
+                self.run_dir.display()
+            )
+        };
+        private_dir(&self.run_dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", self.run_dir.display()))?;
+        for _ in 0..3 {
+            match std::fs::read_to_string(&marker) {
+                Ok(owner) if owner.trim_end() == mine => return Ok(()),
+                Ok(owner) if Path::new(owner.trim_end()).join("apply").is_dir() => {
+                    return Err(refuse(owner.trim_end()));
+                }
+                // Its state is gone: nothing of it is left to protect.
+                Ok(_) => {
+                    return write_durable(&marker, format!("{mine}\n").as_bytes())
+                        .map_err(|e| format!("cannot write `{}`: {e}", marker.display()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // Claimed atomically: a hard link fails if another state got there first.
+                    let tmp = self
+                        .run_dir
+                        .join(format!(".state-dir.{}", std::process::id()));
+                    let made = std::fs::write(&tmp, format!("{mine}\n"))
+                        .and_then(|()| std::fs::hard_link(&tmp, &marker));
+                    let _ = std::fs::remove_file(&tmp);
+                    match made {
+                        Ok(()) => return Ok(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                        Err(e) => {
+                            return Err(format!("cannot write `{}`: {e}", marker.display()));
+                        }
+                    }
+                }
+                Err(e) => return Err(format!("cannot read `{}`: {e}", marker.display())),
+            }
+        }
+        Err(format!("cannot claim `{}`", self.run_dir.display()))
+    }
+}
+
 /// Create `dir` (and parents) with mode 0700: supervisors' sockets and launch files are
 /// for root only.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {

@@ -632,6 +632,46 @@ fn exec_joins_the_running_sandbox_with_its_isolation() {
 }
 
 #[test]
+fn two_states_cannot_share_one_run_directory() {
+    let env = Env::new();
+    let _guard = Guard(&env);
+    let file = env.dir.path().join("warden.kdl");
+    std::fs::write(&file, three("rd", 64, "example.org")).unwrap();
+    assert_eq!(apply(&env, &file).0, 0);
+    let before = ps_by_name(&env);
+    // Another state, the same run directory: refused before anything is touched.
+    let other = tempfile::tempdir().unwrap();
+    let other_file = other.path().join("warden.kdl");
+    std::fs::write(&other_file, three("ro", 64, "example.org")).unwrap();
+    let mut cmd = env.cmd();
+    cmd.env("WARDEN_STATE_DIR", other.path().join("state"))
+        .args(["apply", "--yes"])
+        .arg(&other_file);
+    let (code, _, err) = run(&mut cmd);
+    assert_eq!(code, 1, "{err}");
+    let state = std::fs::canonicalize(env.dir.path().join("state")).unwrap();
+    assert!(
+        err.contains(&format!(
+            "holds the supervisors of the state in `{}`",
+            state.display()
+        )) && err.contains("needs a run directory of its own (set WARDEN_RUN_DIR)"),
+        "{err}"
+    );
+    assert!(!other.path().join("state/apply/state.json").exists());
+    // The first state's sandboxes kept running, with the same supervisors.
+    let after = ps_by_name(&env);
+    for name in ["rd-a", "rd-b", "rd-c"] {
+        assert_eq!(after[name]["state"], "running", "{name}");
+        assert_eq!(
+            after[name]["supervisor_pid"], before[name]["supervisor_pid"],
+            "{name}"
+        );
+    }
+    assert_eq!(run(env.cmd().args(["destroy", "--yes"]).arg(&file)).0, 0);
+    assert_all_gone(&env, "rd");
+}
+
+#[test]
 fn a_dead_supervisor_takes_its_sandbox_down_and_apply_restores_it() {
     let env = Env::new();
     let _guard = Guard(&env);
