@@ -105,6 +105,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 target: Target::Cidr(Cidr::parse("127.0.0.2/32").context("cidr")?),
                 ports: vec![
                     up.source.port(),
+                    up.sink.port(),
                     up.echo.port(),
                     up.http.port(),
                     up.bulk.port(),
@@ -161,6 +162,14 @@ pub fn run(args: &[String]) -> Result<()> {
         &cpu_pids,
         &o,
         &connect,
+    )?;
+    let upload = |via: Via, bytes: u64| upload(via, up.sink, bytes);
+    throughput(
+        &format!("one CONNECT upload of {} MiB", o.bytes >> 20),
+        &peers,
+        &cpu_pids,
+        &o,
+        &upload,
     )?;
     let plain = |via: Via, bytes: u64| http_download(via, up.bulk, bytes);
     throughput(
@@ -240,8 +249,8 @@ fn throughput(
 ) -> Result<()> {
     let n = peers.len();
     // Warm-up, not counted: first connections, socket buffer autotuning, pipe pages.
-    for (_, via) in peers {
-        run(*via, o.bytes.min(64 << 20))?;
+    for (name, via) in peers {
+        run(*via, o.bytes.min(64 << 20)).with_context(|| format!("{name}: {title} (warm-up)"))?;
     }
     let gib = o.bytes as f64 / (1u64 << 30) as f64;
     let mut gbps: Vec<Vec<f64>> = vec![Vec::with_capacity(o.rounds); n];
@@ -265,7 +274,7 @@ fn throughput(
                 machine_busy_secs(),
                 Instant::now(),
             );
-            gbps[i].push(run(via, o.bytes)?);
+            gbps[i].push(run(via, o.bytes).with_context(|| format!("{name}: {title}"))?);
             let (c1, m1, secs) = (own(), machine_busy_secs(), t0.elapsed().as_secs_f64());
             cpu[i].push((c1 - c0) / gib);
             if name == "warden" {
@@ -535,6 +544,28 @@ fn download(via: Via, source: SocketAddr, bytes: u64) -> Result<f64> {
     Ok(bytes as f64 / t.elapsed().as_secs_f64() / 1e9)
 }
 
+/// Upload `bytes` to the sink upstream and wait for its count; returns GB/s.
+fn upload(via: Via, sink: SocketAddr, bytes: u64) -> Result<f64> {
+    let mut s = open(via, sink)?;
+    let buf = vec![0x5au8; 256 * 1024];
+    let t = Instant::now();
+    s.write_all(&bytes.to_le_bytes())?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        s.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    let mut count = [0u8; 8];
+    s.read_exact(&mut count)?;
+    let took = t.elapsed();
+    let got = u64::from_le_bytes(count);
+    if got != bytes {
+        bail!("the sink received {got} of {bytes} bytes");
+    }
+    Ok(bytes as f64 / took.as_secs_f64() / 1e9)
+}
+
 /// Download `bytes` as the body of one plain-HTTP response, connecting included (the
 /// same for every way); returns GB/s.
 fn http_download(via: Via, bulk: SocketAddr, bytes: u64) -> Result<f64> {
@@ -634,6 +665,9 @@ fn concurrent_tunnels(proxy: SocketAddr, echo: SocketAddr, n: usize) -> (usize, 
 struct Upstreams {
     /// Reads an 8-byte little-endian length, then sends that many bytes.
     source: SocketAddr,
+    /// Reads a length (8 bytes, little-endian), then that many bytes, then answers with
+    /// the count it read (no half-close needed: tinyproxy closes a tunnel on one).
+    sink: SocketAddr,
     echo: SocketAddr,
     /// Answers any request with a tiny 200 and closes.
     http: SocketAddr,
@@ -665,6 +699,22 @@ impl Upstreams {
                     s.write_all(&buf[..n])?;
                     left -= n as u64;
                 }
+                s.shutdown(Shutdown::Write)
+            })?,
+            sink: serve(|mut s| {
+                let mut len = [0u8; 8];
+                s.read_exact(&mut len)?;
+                let want = u64::from_le_bytes(len);
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut got = 0u64;
+                while got < want {
+                    let n = s.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    got += n as u64;
+                }
+                s.write_all(&got.to_le_bytes())?;
                 s.shutdown(Shutdown::Write)
             })?,
             echo: serve(|mut s| {
@@ -752,7 +802,12 @@ impl TinyProxy {
             max_clients * 2 + 64,
             filter.display()
         );
-        for p in [up.source.port(), up.echo.port(), up.http.port()] {
+        for p in [
+            up.source.port(),
+            up.sink.port(),
+            up.echo.port(),
+            up.http.port(),
+        ] {
             conf.push_str(&format!("ConnectPort {p}\n"));
         }
         // As root tinyproxy drops to an unprivileged user.
