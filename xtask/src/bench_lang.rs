@@ -10,11 +10,20 @@ use std::time::{Duration, Instant};
 pub fn release_warden() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "-p", "warden", "--bins"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "warden",
+            "-p",
+            "warden-init",
+            "--bins",
+        ])
         .status()
         .context("cargo build --release")?;
     if !st.success() {
-        bail!("cargo build --release -p warden failed");
+        bail!("cargo build --release -p warden -p warden-init failed");
     }
     Ok(target_dir().join("release/warden"))
 }

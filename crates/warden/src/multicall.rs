@@ -1,6 +1,8 @@
-//! warden is one binary: copied into every image as `/.warden/init`, it runs warden-init
-//! (PID 1 in the sandbox) instead of the command line. Images therefore always carry the
-//! init of the warden that built them, and `cargo install warden` is all there is.
+//! warden can be its own init: copied into an image as `/.warden/init`, it runs
+//! warden-init (PID 1 in the sandbox) instead of the command line. Images use the small
+//! `warden-init` binary installed beside warden when there is one (see
+//! `commands::build::init_binary`), and warden itself otherwise, so a lone `warden` is
+//! all there is to install.
 
 use std::io::Write;
 use std::process::ExitCode;

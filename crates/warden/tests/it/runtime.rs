@@ -212,3 +212,45 @@ fn image_digests_are_reproducible_across_caches_umasks_and_time() {
     assert_eq!(a, b);
     assert!(a.starts_with("sha256:") && a.len() == 71);
 }
+
+#[test]
+fn images_take_the_warden_init_beside_warden_else_warden_itself() {
+    let env = Env::new();
+    let file = env.dir.path().join("warden.kdl");
+    std::fs::write(
+        &file,
+        "image \"one\" {\n    from-host \"/bin/true\"\n}\n\nsandbox \"pair\" {\n    image \"one\"\n    command \"/bin/true\"\n}\n",
+    )
+    .unwrap();
+    for (dir, sibling) in [("alone", None), ("paired", Some("/bin/true"))] {
+        let bin = env.dir.path().join(dir);
+        std::fs::create_dir_all(&bin).unwrap();
+        let warden = bin.join("warden");
+        std::fs::copy(env!("CARGO_BIN_EXE_warden"), &warden).unwrap();
+        if let Some(s) = sibling {
+            std::fs::copy(s, bin.join("warden-init")).unwrap();
+        }
+        let out = Command::new(&warden)
+            .arg("build")
+            .arg(&file)
+            .arg("--out")
+            .arg(bin.join("out"))
+            .env("WARDEN_CACHE_DIR", bin.join("cache"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let init = std::fs::read(bin.join("out/bundles/pair/rootfs/.warden/init")).unwrap();
+        let expected = std::fs::read(sibling.map_or(warden.clone(), Into::into)).unwrap();
+        assert!(
+            init == expected,
+            "{dir}: /.warden/init is not {} ({} bytes, expected {})",
+            sibling.unwrap_or("warden itself"),
+            init.len(),
+            expected.len()
+        );
+    }
+}
