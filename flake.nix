@@ -15,7 +15,8 @@
           version = "0.1.0";
           src = self;
           cargoLock.lockFile = ./Cargo.lock;
-          cargoBuildFlags = [ "-p" "warden" ];
+          # warden and the small init it puts in images (see ARCHITECTURE.md).
+          cargoBuildFlags = [ "-p" "warden" "-p" "warden-init" ];
           # The full suite needs root (namespaces); the flake check runs the pure parts.
           cargoTestFlags = [ "-p" "warden-lang" "-p" "warden-compile" "-p" "warden-wire" ];
           meta.mainProgram = "warden";
