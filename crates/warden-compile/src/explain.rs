@@ -39,7 +39,11 @@ pub fn explain(model: &Model, compiled: &Compiled) -> Explanation {
                 format!("warden-init is PID 1: it reaps zombies, forwards signals and kills the command {} ms after SIGTERM", s.grace_ms),
                 format!("its own user namespace maps uids 0..{} to host uids {}..{}", uid_count, uid_start, uid_start as u64 + uid_count as u64),
                 "no capabilities, no new privileges; its own pid, mount, ipc, uts, network and cgroup namespaces".to_string(),
-                format!("seccomp denies {} syscalls (ptrace, bpf, mount, unshare, keyctl, kexec, module loading, io_uring, ...)", c.init.seccomp.len()),
+                {
+                    let whole = c.init.seccomp.iter().filter(|r| r.arg.is_none()).count();
+                    let narrow = c.init.seccomp.len() - whole;
+                    format!("seccomp denies {whole} syscalls (ptrace, bpf, mount, unshare, keyctl, kexec, module loading, io_uring, ...) and {narrow} narrower uses (clone into a new user namespace, the TIOCSTI and TIOCLINUX terminal ioctls)")
+                },
             ],
             filesystem: Vec::new(),
             network: Vec::new(),

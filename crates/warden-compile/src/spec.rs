@@ -234,11 +234,24 @@ fn seccomp(rules: &[SeccompRule]) -> Result<LinuxSeccomp, CompileError> {
         .collect();
     for r in rules {
         if let Some(a) = r.arg {
+            // Runtimes read SCMP_CMP_MASKED_EQ's operands differently (runc and crun take
+            // `value` as the mask, libcontainer `valueTwo`), so only forms they all read
+            // alike are written: a mask equal to its value (those bits all set), or a
+            // 32-bit request compared whole. warden-init's own filter, which runs under
+            // every runtime, compares exactly `(arg & mask) == value`, so an ioctl request
+            // with high bits set (which the kernel ignores) is refused there.
+            let (op, value, value_two) = if a.mask == a.value {
+                (LinuxSeccompOperator::ScmpCmpMaskedEq, a.value, a.mask)
+            } else if a.mask == u64::from(u32::MAX) {
+                (LinuxSeccompOperator::ScmpCmpEq, a.value, 0)
+            } else {
+                continue;
+            };
             let arg = LinuxSeccompArgBuilder::default()
                 .index(a.index)
-                .value(a.value)
-                .value_two(a.mask)
-                .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+                .value(value)
+                .value_two(value_two)
+                .op(op)
                 .build()
                 .map_err(spec_error)?;
             let mut sc = deny(vec![r.syscall.clone()], r.errno);

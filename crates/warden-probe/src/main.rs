@@ -348,6 +348,17 @@ fn escape(host_file: &str, landlock_denied: &str, setuid_binary: &str) {
         // SAFETY: LINUX_REBOOT_CMD_CAD_OFF: harmless even if it were allowed.
         sys(unsafe { libc::reboot(libc::RB_DISABLE_CAD) }.into())
     });
+    // Typing into the terminal on fd 0 (the user's, when a run shares it), also with the
+    // high bits of the request set: the kernel reads 32 bits.
+    for (name, request) in [
+        ("ioctl_tiocsti", libc::TIOCSTI),
+        ("ioctl_tiocsti_high_bits", (1u64 << 32) | libc::TIOCSTI),
+    ] {
+        let byte = b'x';
+        // SAFETY: a raw ioctl with a pointer to a live byte.
+        let r = unsafe { libc::syscall(libc::SYS_ioctl, 0, request, &byte as *const u8) };
+        attempt(name, sys(r));
+    }
     attempt("raw_socket", {
         // SAFETY: plain socket(2).
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };

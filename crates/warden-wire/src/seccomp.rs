@@ -11,6 +11,12 @@ pub const ENOSYS: u32 = 38;
 /// over new namespaces, the start of most container escapes.
 pub const CLONE_NEWUSER: u64 = 0x1000_0000;
 
+/// `ioctl` requests (the same numbers on x86_64 and aarch64). The kernel reads the request
+/// as 32 bits, so rules compare the low 32 bits only: setting high bits does not slip by.
+pub const TIOCSTI: u64 = 0x5412;
+pub const TIOCLINUX: u64 = 0x541C;
+const IOCTL_REQUEST: u64 = 0xffff_ffff;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeccompRule {
     pub syscall: String,
@@ -133,6 +139,26 @@ pub const DEFAULT_DENY: &[Denied] = &[
     deny("fanotify_init", "watch the whole filesystem"),
     deny("nfsservctl", "kernel NFS server"),
     deny("pidfd_getfd", "steal file descriptors from other processes"),
+    Denied {
+        syscall: "ioctl",
+        errno: EPERM,
+        arg: Some(ArgMask {
+            index: 1,
+            mask: IOCTL_REQUEST,
+            value: TIOCSTI,
+        }),
+        why: "TIOCSTI types into a terminal: a terminal shared with the host would run keystrokes in the user's shell after the sandbox ends",
+    },
+    Denied {
+        syscall: "ioctl",
+        errno: EPERM,
+        arg: Some(ArgMask {
+            index: 1,
+            mask: IOCTL_REQUEST,
+            value: TIOCLINUX,
+        }),
+        why: "TIOCLINUX controls a virtual console and can paste into its input",
+    },
 ];
 
 /// The default list as wire rules.

@@ -379,6 +379,8 @@ fn assert_escape_blocked_seeing(stdout: &str, visible_pids: &str, other_errnos: 
         ("userfaultfd", "EPERM"),
         ("open_by_handle_at", "EPERM"),
         ("reboot", "EPERM"),
+        ("ioctl_tiocsti", "EPERM"),
+        ("ioctl_tiocsti_high_bits", "EPERM"),
         ("raw_socket", "EPERM"),
         // Only lo: no route anywhere else.
         ("tcp_connect_1.1.1.1:443", "ENETUNREACH"),
