@@ -352,6 +352,14 @@ fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// Nothing there yet, or interrupted: try again at the next poll.
+fn retry_later(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
 fn write_all_blocking(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         match write(fd, buf) {
@@ -403,11 +411,7 @@ fn copy_in(input: &OwnedFd, master: &OwnedFd, stop: &OwnedFd, winch: &OwnedFd, s
                 Ok(n) => {
                     pending.drain(..n);
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if retry_later(&e) => {}
                 Err(_) => return,
             }
         }
@@ -421,11 +425,7 @@ fn copy_in(input: &OwnedFd, master: &OwnedFd, stop: &OwnedFd, winch: &OwnedFd, s
                     }
                 }
                 Ok(n) => pending.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if retry_later(&e) => {}
                 Err(_) => input_open = false,
             }
         }
@@ -470,11 +470,7 @@ fn copy_out(master: &OwnedFd, output: &OwnedFd, stop: &OwnedFd) {
                         return;
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if retry_later(&e) => {}
                 // EIO: every slave is closed and the buffer is empty.
                 Err(_) => return,
             }

@@ -50,6 +50,19 @@ const fn deny(syscall: &'static str, why: &'static str) -> Denied {
     }
 }
 
+const fn deny_ioctl(request: u64, why: &'static str) -> Denied {
+    Denied {
+        syscall: "ioctl",
+        errno: EPERM,
+        arg: Some(ArgMask {
+            index: 1,
+            mask: IOCTL_REQUEST,
+            value: request,
+        }),
+        why,
+    }
+}
+
 pub const DEFAULT_DENY: &[Denied] = &[
     deny(
         "ptrace",
@@ -139,26 +152,14 @@ pub const DEFAULT_DENY: &[Denied] = &[
     deny("fanotify_init", "watch the whole filesystem"),
     deny("nfsservctl", "kernel NFS server"),
     deny("pidfd_getfd", "steal file descriptors from other processes"),
-    Denied {
-        syscall: "ioctl",
-        errno: EPERM,
-        arg: Some(ArgMask {
-            index: 1,
-            mask: IOCTL_REQUEST,
-            value: TIOCSTI,
-        }),
-        why: "TIOCSTI types into a terminal: a terminal shared with the host would run keystrokes in the user's shell after the sandbox ends",
-    },
-    Denied {
-        syscall: "ioctl",
-        errno: EPERM,
-        arg: Some(ArgMask {
-            index: 1,
-            mask: IOCTL_REQUEST,
-            value: TIOCLINUX,
-        }),
-        why: "TIOCLINUX controls a virtual console and can paste into its input",
-    },
+    deny_ioctl(
+        TIOCSTI,
+        "TIOCSTI types into a terminal: a terminal shared with the host would run keystrokes in the user's shell after the sandbox ends",
+    ),
+    deny_ioctl(
+        TIOCLINUX,
+        "TIOCLINUX controls a virtual console and can paste into its input",
+    ),
 ];
 
 /// The default list as wire rules.
