@@ -79,9 +79,27 @@ pub async fn echo_server() -> SocketAddr {
     addr
 }
 
-/// An HTTP server that answers every request with `<method> <target>` as the body, keeps
-/// the connection open (the proxy must end the exchange by framing), and records what it
-/// received until the client closes or 300 ms of quiet.
+/// Whether `all` (a head ending at `end`, then what followed) holds the whole request:
+/// a chunked body up to its last chunk, or `Content-Length` bytes of body.
+fn request_complete(all: &[u8], end: usize) -> bool {
+    let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+    let body = &all[end + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        return find(body, b"0\r\n\r\n").is_some();
+    }
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    body.len() >= length
+}
+
+/// An HTTP server that answers every request, once it has all of it, with
+/// `<method> <target>` as the body, keeps the connection open (the proxy must end the
+/// exchange by framing), and records what it received until the client closes or 300 ms
+/// of quiet. (Answering before the body is in would let the proxy end the exchange, as it
+/// may, before the body reached this server.)
 pub async fn http_server(seen: Arc<Mutex<Vec<String>>>) -> SocketAddr {
     let l = TcpListener::bind((UPSTREAM_IP, 0))
         .await
@@ -104,7 +122,10 @@ pub async fn http_server(seen: Arc<Mutex<Vec<String>>>) -> SocketAddr {
                         Ok(Ok(n)) if n > 0 => all.extend_from_slice(&buf[..n]),
                         _ => break,
                     }
-                    if !answered && let Some(end) = find(&all, b"\r\n\r\n") {
+                    if !answered
+                        && let Some(end) = find(&all, b"\r\n\r\n")
+                        && request_complete(&all, end)
+                    {
                         let line = String::from_utf8_lossy(&all[..end])
                             .lines()
                             .next()
