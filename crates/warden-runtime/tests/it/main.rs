@@ -2,6 +2,7 @@
 //! warden-init as PID 1 and warden-probe trying to escape. They need root (CI runs as
 //! root) and the Debian package `busybox-static`.
 
+mod cgroups;
 mod exec;
 mod parent_death;
 mod spec;
