@@ -57,7 +57,7 @@ mod tty;
 pub use cgroup::{leftover_cgroups, prime_attach};
 pub use error::RuntimeError;
 pub use exec::{ExecOptions, exec_in};
-pub use netns::{bind_in_netns, loopback_up_in_netns};
+pub use netns::{PreparedNamespaces, bind_in_netns, loopback_up_in_netns};
 pub use run::{
     AfterStart, BeforeStart, NetworkSetup, RunOptions, StartContext, Stdio, new_container_id,
     run_foreground,

@@ -17,6 +17,8 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use libcontainer::oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+
 /// Binds a TCP listener on `addr` inside the network namespace of process `pid` (the
 /// container's init). The listener can be served from any thread of the host.
 pub fn bind_in_netns(pid: i32, addr: SocketAddr) -> io::Result<TcpListener> {
@@ -39,6 +41,15 @@ where
     let path = format!("/proc/{pid}/ns/net");
     let ns = File::open(&path)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open `{path}`: {e}")))?;
+    in_netns_file(ns, path, f)
+}
+
+/// [`in_netns`] for a namespace already open as `ns` (`path` names it in errors).
+fn in_netns_file<T, F>(ns: File, path: String, f: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
     let home = File::open("/proc/thread-self/ns/net")?;
     // Joining the namespace the thread is already in checks exactly what the way back
     // will check (CAP_SYS_ADMIN over the namespace and in the thread's user namespace).
@@ -54,6 +65,148 @@ where
         std::process::abort();
     }
     result
+}
+
+/// A user namespace with its id mappings written and a network namespace it owns, with
+/// `lo` up, made before the container that will join both (see
+/// [`crate::RunOptions::namespaces`]).
+///
+/// Creating a network namespace is the kernel's slowest step of a container start (~1 ms
+/// here), and libcontainer does it on the critical path: in the container's init, after
+/// its intermediate process has waited for the user namespace's mappings. Made ahead, on
+/// another thread while the run is still being prepared, both come for free; the
+/// container joins them by path instead (`setns`, as the OCI spec allows), so the
+/// namespaces and their ownership are exactly what libcontainer would have made: the
+/// network namespace is owned by the sandbox's user namespace, whose mappings are the
+/// spec's. Sockets the host binds in it (the egress proxy) work the same.
+#[derive(Debug)]
+pub struct PreparedNamespaces {
+    user: File,
+    net: File,
+    /// The mappings written, in `/proc/PID/uid_map` form; a spec joins only if its own
+    /// are the same.
+    maps: (String, String),
+}
+
+impl PreparedNamespaces {
+    /// The namespaces `spec` would have libcontainer create, made now; `None` when the
+    /// spec does not ask for both a new user and a new network namespace.
+    pub fn for_spec(spec: &Spec) -> io::Result<Option<PreparedNamespaces>> {
+        let Some(maps) = new_user_and_net(spec) else {
+            return Ok(None);
+        };
+        let (user, net) = hold_new_namespaces(&maps.0, &maps.1)?;
+        let prepared = PreparedNamespaces { user, net, maps };
+        prepared.in_net(loopback_up)?;
+        Ok(Some(prepared))
+    }
+
+    /// Whether a container of `spec` can join these namespaces: it asks for new user and
+    /// network namespaces with the same id mappings.
+    pub(crate) fn fits(&self, spec: &Spec) -> bool {
+        new_user_and_net(spec).is_some_and(|maps| maps == self.maps)
+    }
+
+    /// Binds a TCP listener on `addr` inside the network namespace.
+    pub fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        self.in_net(move || TcpListener::bind(addr))
+    }
+
+    fn in_net<T, F>(&self, f: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> io::Result<T> + Send + 'static,
+    {
+        in_netns_file(
+            self.net.try_clone()?,
+            "the prepared network namespace".into(),
+            f,
+        )
+    }
+
+    /// Paths the container's processes (forks of this one) open to join the user and the
+    /// network namespace.
+    pub(crate) fn paths(&self) -> (String, String) {
+        (
+            format!("/proc/self/fd/{}", self.user.as_raw_fd()),
+            format!("/proc/self/fd/{}", self.net.as_raw_fd()),
+        )
+    }
+}
+
+/// The id mappings of `spec` when it asks for a new user namespace and a new network
+/// namespace (no `path`), in `/proc/PID/uid_map` form.
+fn new_user_and_net(spec: &Spec) -> Option<(String, String)> {
+    let linux = spec.linux().as_ref()?;
+    let list = linux.namespaces().as_ref()?;
+    let fresh = |t: LinuxNamespaceType| list.iter().any(|n| n.typ() == t && n.path().is_none());
+    if !(fresh(LinuxNamespaceType::User) && fresh(LinuxNamespaceType::Network)) {
+        return None;
+    }
+    let text = |maps: &Option<Vec<LinuxIdMapping>>| -> String {
+        maps.iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect()
+    };
+    Some((text(linux.uid_mappings()), text(linux.gid_mappings())))
+}
+
+/// Makes the namespaces in a child that shares this process's memory and does nothing
+/// but wait; once the mappings are written and both namespaces are open, the child is
+/// killed (open namespaces outlive their last process).
+fn hold_new_namespaces(uid_map: &str, gid_map: &str) -> io::Result<(File, File)> {
+    extern "C" fn hold(_: *mut libc::c_void) -> libc::c_int {
+        loop {
+            // SAFETY: pause(2) has no preconditions; every signal but SIGKILL is blocked.
+            unsafe { libc::pause() };
+        }
+    }
+    // The child runs on this stack, in this address space, until it is reaped below.
+    let mut stack = vec![0u8; 64 * 1024];
+    // SAFETY: the end of the allocation, aligned down to 16 as the ABI wants.
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
+    let top = (top as usize & !15) as *mut libc::c_void;
+    // The child starts with this thread's signal mask: all blocked, so no handler of this
+    // process ever runs on its stack.
+    // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask fill or read it.
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            hold,
+            top,
+            libc::CLONE_VM | libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::SIGCHLD,
+            std::ptr::null_mut(),
+        );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        pid
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let made = (|| {
+        let at = |what: &str| format!("/proc/{pid}/{what}");
+        let with_path =
+            |path: String| move |e: io::Error| io::Error::new(e.kind(), format!("`{path}`: {e}"));
+        std::fs::write(at("uid_map"), uid_map).map_err(with_path(at("uid_map")))?;
+        std::fs::write(at("gid_map"), gid_map).map_err(with_path(at("gid_map")))?;
+        let user = File::open(at("ns/user")).map_err(with_path(at("ns/user")))?;
+        let net = File::open(at("ns/net")).map_err(with_path(at("ns/net")))?;
+        Ok((user, net))
+    })();
+    // SAFETY: kill and reap our own child; its stack is freed only after it is gone.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        while libc::waitpid(pid, &mut status, 0) < 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
+    }
+    drop(stack);
+    made
 }
 
 /// `in_netns` for a thread that could not come back: a thread of its own joins the

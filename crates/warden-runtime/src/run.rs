@@ -86,6 +86,10 @@ pub struct RunOptions {
     pub network: NetworkSetup,
     pub before_start: Option<BeforeStart>,
     pub after_start: Option<AfterStart>,
+    /// The user and network namespaces to join instead of creating them (and `lo`,
+    /// already up, is not brought up again). Used only when the spec asks for a new user
+    /// namespace and a new network namespace.
+    pub namespaces: Option<crate::PreparedNamespaces>,
     /// After forwarding a terminating signal, kill the init if it is still running after
     /// this long. Default: warden-init's grace period plus 2 s, or 10 s without warden-init.
     pub kill_after: Option<Duration>,
@@ -101,6 +105,7 @@ impl RunOptions {
             network: NetworkSetup::default(),
             before_start: None,
             after_start: None,
+            namespaces: None,
             kill_after: None,
         }
     }
@@ -119,6 +124,7 @@ impl fmt::Debug for RunOptions {
                 &self.before_start.as_ref().map(|_| "<hook>"),
             )
             .field("after_start", &self.after_start.as_ref().map(|_| "<hook>"))
+            .field("namespaces", &self.namespaces)
             .field("kill_after", &self.kill_after)
             .finish()
     }
@@ -212,6 +218,9 @@ pub fn run_foreground(bundle: &Path, opts: &RunOptions) -> Result<i32, RuntimeEr
     annotations.insert(stale::OWNER_ANNOTATION.to_string(), stale::self_owner());
     let mut run = run;
     run.spec.set_annotations(Some(annotations));
+    if let Some(ns) = &opts.namespaces {
+        join_prepared(&mut run, ns);
+    }
     let rootless =
         libcontainer::utils::rootless_required(&*libcontainer::syscall::syscall::create_syscall())
             .unwrap_or(true);
@@ -255,6 +264,30 @@ pub fn run_foreground(bundle: &Path, opts: &RunOptions) -> Result<i32, RuntimeEr
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
         (Ok(code), Ok(())) => Ok(code),
     }
+}
+
+/// Points the spec's new user and network namespaces at `ns` when it asks for both with
+/// the mappings `ns` has; `lo` is up there already, so the run no longer sets up a new
+/// network namespace.
+fn join_prepared(run: &mut spec::RunSpec, ns: &crate::PreparedNamespaces) {
+    use libcontainer::oci_spec::runtime::LinuxNamespaceType as T;
+    if !ns.fits(&run.spec) {
+        return;
+    }
+    let (user, net) = ns.paths();
+    let list = run
+        .spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.namespaces_mut().as_mut());
+    for n in list.into_iter().flatten() {
+        match n.typ() {
+            T::User => n.set_path(Some(user.clone().into())),
+            T::Network => n.set_path(Some(net.clone().into())),
+            _ => continue,
+        };
+    }
+    run.new_netns = false;
 }
 
 fn create_start_wait(

@@ -5,6 +5,7 @@
 mod cgroups;
 mod exec;
 mod parent_death;
+mod prepared;
 mod spec;
 mod support;
 

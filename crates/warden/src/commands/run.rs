@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use warden_compile::CompiledSandbox;
 use warden_egress::{ProxyConfig, ProxyState};
+use warden_wire::sandbox::PROXY_ADDR;
 
 /// Where warden keeps runtime state: `WARDEN_RUN_DIR`, else `/run/warden`.
 fn run_dir() -> PathBuf {
@@ -115,6 +116,21 @@ pub fn run(
             return Ok(Exit::User);
         }
     };
+    // The sandbox's user and network namespaces are made on a thread of their own while
+    // this one checks the image and writes the bundle (see `PreparedNamespaces`).
+    // With egress, the proxy's listener is bound there too.
+    let spec = s.spec.clone();
+    let proxy_addr = s.plan.egress.is_some().then_some(PROXY_ADDR);
+    let namespaces = std::thread::spawn(move || {
+        let ns = warden_runtime::PreparedNamespaces::for_spec(&spec)
+            .ok()
+            .flatten()?;
+        let listener = proxy_addr.and_then(|a| {
+            let addr = a.parse().ok()?;
+            ns.bind(addr).ok()
+        });
+        Some((ns, listener))
+    });
     let images = match crate::commands::build::build_images(&p, &compiled) {
         Ok(i) => i,
         Err(e) => {
@@ -140,6 +156,11 @@ pub fn run(
     if !command.is_empty() {
         opts.args_override = Some(command);
     }
+    // Not fatal when they could not be made: the container then makes its own, and the
+    // proxy's listener is bound once it exists.
+    let (namespaces, prebound) = namespaces.join().ok().flatten().unzip();
+    opts.namespaces = namespaces;
+    let prebound = Mutex::new(prebound.flatten());
     // Egress: a proxy served from here, bound inside the sandbox's network namespace. Its
     // runtime, state and file watcher are made on a thread of their own while the
     // container is being created (milliseconds this thread spends waiting for the
@@ -159,8 +180,10 @@ pub fn run(
         opts.before_start = Some(Box::new(move |cx: &warden_runtime::StartContext<'_>| {
             let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             let egress = slot.ready()?;
-            let addr: std::net::SocketAddr = warden_wire::sandbox::PROXY_ADDR.parse()?;
-            let listener = warden_runtime::bind_in_netns(cx.init_pid, addr)?;
+            let listener = match prebound.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                Some(l) => l,
+                None => warden_runtime::bind_in_netns(cx.init_pid, PROXY_ADDR.parse()?)?,
+            };
             listener.set_nonblocking(true)?;
             let _guard = egress.rt.enter();
             // The handle is dropped on purpose: the proxy serves until the process ends.

@@ -1,0 +1,61 @@
+//! Runs that join user and network namespaces made ahead (`PreparedNamespaces`), as
+//! `warden run` does: the same isolation, in the namespaces that were prepared.
+
+use super::*;
+use libcontainer::oci_spec::runtime::Spec;
+
+fn prepared(b: &Bundle) -> warden_runtime::PreparedNamespaces {
+    let spec = Spec::load(b.path().join("config.json")).expect("config.json");
+    warden_runtime::PreparedNamespaces::for_spec(&spec)
+        .expect("prepare namespaces")
+        .expect("the spec asks for new user and network namespaces")
+}
+
+#[test]
+fn escape_attempts_are_blocked_in_prepared_namespaces() {
+    let _g = serial();
+    let config = compiled_escape_config();
+    let b = rootfs_bundle();
+    let (_secret, cmd) = escape_setup(&b);
+    write_compiled_config(&b, &config, &cmd);
+    let ns = prepared(&b);
+    let o = run(&b, None, |opts| opts.namespaces = Some(ns));
+    assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    assert_escape_blocked(&o.stdout);
+}
+
+#[test]
+fn a_run_joins_the_prepared_network_namespace_with_loopback_up() {
+    let _g = serial();
+    let b = sandbox(
+        &["/bin/wget", "-q", "-O", "-", "http://127.0.0.1:8080/"],
+        DEFAULT_LIMITS,
+    );
+    let ns = prepared(&b);
+    // Bound before the container exists: only a sandbox in this namespace reaches it.
+    let listener = ns.bind("127.0.0.1:8080".parse().unwrap()).expect("bind");
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nprepared\n");
+        }
+    });
+    let o = run(&b, None, |opts| opts.namespaces = Some(ns));
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "prepared\n"),
+        "stderr: {}",
+        o.stderr
+    );
+    server.join().unwrap();
+
+    let b = sandbox(&["/usr/bin/warden-probe", "net"], DEFAULT_LIMITS);
+    let ns = prepared(&b);
+    let o = run(&b, None, |opts| opts.namespaces = Some(ns));
+    assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    let l = probe_lines(&o.stdout);
+    assert_eq!(l["interfaces"]["detail"], "lo");
+    assert_eq!(l["interface_lo"]["detail"], "up");
+}
