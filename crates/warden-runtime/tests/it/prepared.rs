@@ -59,3 +59,25 @@ fn a_run_joins_the_prepared_network_namespace_with_loopback_up() {
     assert_eq!(l["interfaces"]["detail"], "lo");
     assert_eq!(l["interface_lo"]["detail"], "up");
 }
+
+#[test]
+fn namespaces_prepared_for_other_id_mappings_are_not_joined() {
+    let _g = serial();
+    let b = sandbox(&["/bin/cat", "/proc/self/uid_map"], DEFAULT_LIMITS);
+    let ns = prepared(&b);
+    // The spec now maps the sandbox elsewhere: joining `ns` would run it under other ids.
+    let path = b.path().join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read config")).expect("json");
+    for key in ["uidMappings", "gidMappings"] {
+        v["linux"][key][0]["hostID"] = 300_000.into();
+    }
+    std::fs::write(&path, serde_json::to_vec(&v).expect("json")).expect("write config");
+    let o = run(&b, None, |opts| opts.namespaces = Some(ns));
+    assert_eq!(
+        (o.code, o.stdout.split_whitespace().collect::<Vec<_>>()),
+        (0, vec!["0", "300000", "65536"]),
+        "stderr: {}",
+        o.stderr
+    );
+}
