@@ -548,16 +548,22 @@ fn compiled_escape_config() -> serde_json::Value {
     config
 }
 
-#[test]
-fn escape_attempts_under_the_compiled_spec() {
+/// The escape suite under the compiler's `config.json`; `tweak` sets the run's options
+/// (it gets the bundle, its config written).
+fn escape_under_the_compiled_spec(tweak: impl FnOnce(&Bundle, &mut warden_runtime::RunOptions)) {
     let _g = serial();
     let config = compiled_escape_config();
     let b = rootfs_bundle();
     let (_secret, cmd) = escape_setup(&b);
     write_compiled_config(&b, &config, &cmd);
-    let o = run(&b, None, |_| {});
+    let o = run(&b, None, |opts| tweak(&b, opts));
     assert_eq!(o.code, 0, "stderr: {}", o.stderr);
     assert_escape_blocked(&o.stdout);
+}
+
+#[test]
+fn escape_attempts_under_the_compiled_spec() {
+    escape_under_the_compiled_spec(|_, _| {});
 }
 
 #[test]

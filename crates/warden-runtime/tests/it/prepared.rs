@@ -13,15 +13,7 @@ fn prepared(b: &Bundle) -> warden_runtime::PreparedNamespaces {
 
 #[test]
 fn escape_attempts_are_blocked_in_prepared_namespaces() {
-    let _g = serial();
-    let config = compiled_escape_config();
-    let b = rootfs_bundle();
-    let (_secret, cmd) = escape_setup(&b);
-    write_compiled_config(&b, &config, &cmd);
-    let ns = prepared(&b);
-    let o = run(&b, None, |opts| opts.namespaces = Some(ns));
-    assert_eq!(o.code, 0, "stderr: {}", o.stderr);
-    assert_escape_blocked(&o.stdout);
+    escape_under_the_compiled_spec(|b, opts| opts.namespaces = Some(prepared(b)));
 }
 
 #[test]
