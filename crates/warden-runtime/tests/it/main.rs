@@ -267,6 +267,22 @@ fn network_is_loopback_only_and_loopback_is_up() {
     );
 }
 
+/// Answers one HTTP request on `listener` with `body`, on a thread of its own.
+fn serve_one_http(
+    listener: std::net::TcpListener,
+    body: &'static str,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = s.write_all(format!("{head}{body}").as_bytes());
+        }
+    })
+}
+
 #[test]
 fn bind_in_netns_gives_the_host_a_listener_inside_the_sandbox() {
     let _g = serial();
@@ -278,15 +294,7 @@ fn bind_in_netns_gives_the_host_a_listener_inside_the_sandbox() {
         opts.before_start = Some(Box::new(|ctx| {
             let listener = warden_runtime::bind_in_netns(ctx.init_pid, "127.0.0.1:8080".parse()?)?;
             // Served from the host side: this thread is in the host's namespaces.
-            std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                if let Ok((mut s, _)) = listener.accept() {
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf);
-                    let _ =
-                        s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\nfrom host\r\n");
-                }
-            });
+            serve_one_http(listener, "from host\r\n");
             Ok(())
         }));
     });

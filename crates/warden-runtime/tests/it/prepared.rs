@@ -26,14 +26,7 @@ fn a_run_joins_the_prepared_network_namespace_with_loopback_up() {
     let ns = prepared(&b);
     // Bound before the container exists: only a sandbox in this namespace reaches it.
     let listener = ns.bind("127.0.0.1:8080".parse().unwrap()).expect("bind");
-    let server = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        if let Ok((mut s, _)) = listener.accept() {
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nprepared\n");
-        }
-    });
+    let server = serve_one_http(listener, "prepared\n");
     let o = run(&b, None, |opts| opts.namespaces = Some(ns));
     assert_eq!(
         (o.code, o.stdout.as_str()),
