@@ -8,6 +8,7 @@ mod parent_death;
 mod prepared;
 mod spec;
 mod support;
+mod threads;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
