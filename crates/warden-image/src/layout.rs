@@ -333,7 +333,9 @@ pub fn export_layout(src: &Path, tag: &str, dest: &Path) -> Result<(), ImageErro
         Ok(())
     })();
     match res {
-        Ok(()) => crate::replace_dir(&tmp, dest),
+        Ok(()) => crate::publish_dir(&tmp, dest, |d| {
+            fs::read(d.join("index.json")).is_ok_and(|i| i == index_bytes)
+        }),
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp);
             Err(e)

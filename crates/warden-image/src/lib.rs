@@ -226,28 +226,70 @@ pub(crate) fn temp_sibling(dest: &Path) -> Result<PathBuf, ImageError> {
     ))
 }
 
-/// Move `tmp` to `dest`, replacing whatever was there. The old directory is renamed
-/// aside first and removed after, so `dest` is always either the old or the new tree.
-pub(crate) fn replace_dir(tmp: &Path, dest: &Path) -> Result<(), ImageError> {
-    let old = if fs::symlink_metadata(dest).is_ok() {
-        let aside = temp_sibling(dest)?;
-        fs::remove_dir(&aside).map_err(|e| ImageError::io("cannot remove", &aside, e))?;
-        fs::rename(dest, &aside).map_err(|e| ImageError::io("cannot move aside", dest, e))?;
-        Some(aside)
-    } else {
-        None
-    };
-    if let Err(e) = fs::rename(tmp, dest) {
-        if let Some(o) = &old {
-            let _ = fs::rename(o, dest);
+/// Move `tmp` to `dest`, replacing whatever was there, unless `dest` already holds the
+/// same content (`same(dest)`): then `tmp` is removed and `dest` kept, so that a process
+/// reading `dest` is not disturbed by another one that made the same tree at the same time
+/// (two `warden run`s of a new sandbox, say). An old `dest` is renamed aside first and
+/// removed after, so `dest` is always either a complete old or a complete new tree; a
+/// concurrent replacement (the old tree already moved by someone else) is retried.
+pub(crate) fn publish_dir(
+    tmp: &Path,
+    dest: &Path,
+    same: impl Fn(&Path) -> bool,
+) -> Result<(), ImageError> {
+    let mut asides = Vec::new();
+    let result = (|| {
+        for _ in 0..16 {
+            if same(dest) {
+                let _ = fs::remove_dir_all(tmp);
+                return Ok(());
+            }
+            match fs::rename(tmp, dest) {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists
+                    ) => {}
+                Err(e) => return Err(ImageError::io("cannot rename into", dest, e)),
+            }
+            let aside = temp_sibling(dest)?;
+            fs::remove_dir(&aside).map_err(|e| ImageError::io("cannot remove", &aside, e))?;
+            match fs::rename(dest, &aside) {
+                Ok(()) => asides.push(aside),
+                // Moved by someone else in the meantime: look again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ImageError::io("cannot move aside", dest, e)),
+            }
         }
+        Err(ImageError::io(
+            "cannot rename into",
+            dest,
+            io::Error::other("it keeps being replaced by another process"),
+        ))
+    })();
+    if result.is_err() {
         let _ = fs::remove_dir_all(tmp);
-        return Err(ImageError::io("cannot rename into", dest, e));
+        // Put the old tree back if nothing took its place.
+        if let Some(first) = asides.first()
+            && fs::symlink_metadata(dest).is_err()
+            && fs::rename(first, dest).is_ok()
+        {
+            asides.remove(0);
+        }
     }
-    if let Some(o) = old {
+    for o in asides {
         let _ = fs::remove_dir_all(o);
     }
-    Ok(())
+    result
+}
+
+/// Whether the OCI layout at `dir` is complete and tags the manifest `digest`.
+fn layout_holds(dir: &Path, digest: &str) -> bool {
+    let Ok(index) = fs::read_to_string(dir.join("index.json")) else {
+        return false;
+    };
+    index.contains(digest) && blob_path(dir, digest).is_ok_and(|p| p.is_file())
 }
 
 /// Reuse the cached layout when the key and every input fingerprint still match and the
@@ -318,7 +360,7 @@ pub fn build_image(
             return Err(e);
         }
     };
-    replace_dir(&tmp, &layout_dir)?;
+    publish_dir(&tmp, &layout_dir, |d| layout_holds(d, &manifest_digest))?;
     let rec = Record {
         key,
         manifest_digest: manifest_digest.clone(),
@@ -832,7 +874,9 @@ pub fn unpack_bundle(
         Ok(())
     })();
     match result {
-        Ok(()) => replace_dir(&tmp, bundle_dir),
+        Ok(()) => publish_dir(&tmp, bundle_dir, |d| {
+            fs::read(d.join("config.json")).is_ok_and(|c| c == config_json.as_bytes())
+        }),
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp);
             Err(e)
@@ -861,6 +905,85 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tree_with(dir: &Path, content: &str) -> PathBuf {
+        let tmp = temp_sibling(&dir.join("dest")).expect("temp");
+        fs::write(tmp.join("x"), content).expect("write");
+        tmp
+    }
+
+    fn holds(content: &str) -> impl Fn(&Path) -> bool + '_ {
+        move |d| fs::read_to_string(d.join("x")).is_ok_and(|x| x == content)
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn publish_keeps_an_equal_tree_and_replaces_a_different_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("dest");
+        publish_dir(&tree_with(dir.path(), "a"), &dest, holds("a")).expect("new");
+        let before = fs::metadata(dest.join("x"))
+            .expect("x")
+            .modified()
+            .expect("mtime");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        // The same content: the tree in place stays (same file), the new one goes.
+        publish_dir(&tree_with(dir.path(), "a"), &dest, holds("a")).expect("same");
+        let after = fs::metadata(dest.join("x"))
+            .expect("x")
+            .modified()
+            .expect("mtime");
+        assert_eq!(before, after);
+        // Other content: replaced.
+        publish_dir(&tree_with(dir.path(), "b"), &dest, holds("b")).expect("other");
+        assert_eq!(fs::read_to_string(dest.join("x")).expect("x"), "b");
+        assert_eq!(leftovers(dir.path()), vec!["dest".to_string()]);
+    }
+
+    #[test]
+    fn concurrent_publishers_of_one_tree_never_hide_it_from_readers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("dest");
+        let tmps: Vec<PathBuf> = (0..8).map(|_| tree_with(dir.path(), "same")).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (dest, stop) = (dest.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = false;
+                let mut missing_after_seen = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match fs::read_to_string(dest.join("x")) {
+                        Ok(_) => seen = true,
+                        Err(_) if seen => missing_after_seen += 1,
+                        Err(_) => {}
+                    }
+                }
+                missing_after_seen
+            })
+        };
+        let publishers: Vec<_> = tmps
+            .into_iter()
+            .map(|tmp| {
+                let dest = dest.clone();
+                std::thread::spawn(move || publish_dir(&tmp, &dest, holds("same")))
+            })
+            .collect();
+        for p in publishers {
+            p.join().expect("publisher").expect("publish");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(reader.join().expect("reader"), 0);
+        assert_eq!(fs::read_to_string(dest.join("x")).expect("x"), "same");
+        assert_eq!(leftovers(dir.path()), vec!["dest".to_string()]);
+    }
 
     #[test]
     fn rfc3339_known_values() {

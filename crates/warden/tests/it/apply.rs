@@ -352,7 +352,8 @@ fn a_killed_apply_is_completed_by_the_next_one_at_every_step() {
     let use_file = |which: &Path| std::fs::copy(which, &file).unwrap();
 
     use_file(&before);
-    assert_eq!(apply(&env, &file).0, 0);
+    let (code, _, err) = apply(&env, &file);
+    assert_eq!(code, 0, "{err}");
     use_file(&after);
     let (code, _, err) = apply(&env, &file);
     assert_eq!(code, 0, "{err}");
@@ -390,7 +391,8 @@ fn a_killed_apply_is_completed_by_the_next_one_at_every_step() {
         );
         assert_converged(&env, &file, "kt", &["b", "c", "d"]);
     }
-    assert_eq!(run(env.cmd().args(["destroy", "--yes"]).arg(&file)).0, 0);
+    let (code, _, err) = run(env.cmd().args(["destroy", "--yes"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
     assert_all_gone(&env, "kt");
 }
 
@@ -435,7 +437,8 @@ fn on_failure_restarts_exactly_max_times_with_backoff() {
     let line = out.lines().find(|l| l.starts_with("rs-fail")).unwrap();
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&cols[..5], &["rs-fail", "-", "exited", "(1)", "-"], "{out}");
-    assert_eq!(run(env.cmd().args(["destroy", "--yes"]).arg(&file)).0, 0);
+    let (code, _, err) = run(env.cmd().args(["destroy", "--yes"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
     assert_all_gone(&env, "rs");
 }
 
@@ -476,7 +479,8 @@ fn concurrent_applies_do_not_interleave() {
         .count();
     assert_eq!((applied, nothing), (1, 1), "{outs:?}");
     assert_converged(&env, &file, "cc", &["a", "b", "c"]);
-    assert_eq!(run(env.cmd().args(["destroy", "--yes"]).arg(&file)).0, 0);
+    let (code, _, err) = run(env.cmd().args(["destroy", "--yes"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
     assert_all_gone(&env, "cc");
 }
 
@@ -510,7 +514,8 @@ fn apply_needs_confirmation_and_a_saved_plan_is_applied_exactly() {
     // Applied once: the same plan is now stale.
     let (code, _, err) = run(env.cmd().arg("apply").arg(&saved));
     assert_eq!(code, 1, "{err}");
-    assert_eq!(run(env.cmd().args(["destroy", "--yes"]).arg(&file)).0, 0);
+    let (code, _, err) = run(env.cmd().args(["destroy", "--yes"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
     assert_all_gone(&env, "sp");
 }
 
@@ -627,7 +632,8 @@ fn exec_joins_the_running_sandbox_with_its_isolation() {
     assert_eq!(code, 1);
     assert!(err.contains("no sandbox named `nope` was applied"), "{err}");
     // The exec left nothing: the sandbox still converged, its container dirs unchanged.
-    assert_eq!(run(env.cmd().args(["destroy", "--yes"]).arg(&file)).0, 0);
+    let (code, _, err) = run(env.cmd().args(["destroy", "--yes"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
     assert_all_gone(&env, "ex");
 }
 
@@ -637,7 +643,8 @@ fn two_states_cannot_share_one_run_directory() {
     let _guard = Guard(&env);
     let file = env.dir.path().join("warden.kdl");
     std::fs::write(&file, three("rd", 64, "example.org")).unwrap();
-    assert_eq!(apply(&env, &file).0, 0);
+    let (code, _, err) = apply(&env, &file);
+    assert_eq!(code, 0, "{err}");
     let before = ps_by_name(&env);
     // Another state, the same run directory: refused before anything is touched.
     let other = tempfile::tempdir().unwrap();
@@ -667,7 +674,8 @@ fn two_states_cannot_share_one_run_directory() {
             "{name}"
         );
     }
-    assert_eq!(run(env.cmd().args(["destroy", "--yes"]).arg(&file)).0, 0);
+    let (code, _, err) = run(env.cmd().args(["destroy", "--yes"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
     assert_all_gone(&env, "rd");
 }
 
@@ -677,7 +685,8 @@ fn a_dead_supervisor_takes_its_sandbox_down_and_apply_restores_it() {
     let _guard = Guard(&env);
     let file = env.dir.path().join("warden.kdl");
     std::fs::write(&file, three("sd", 64, "example.org")).unwrap();
-    assert_eq!(apply(&env, &file).0, 0);
+    let (code, _, err) = apply(&env, &file);
+    assert_eq!(code, 0, "{err}");
     let rows = ps_by_name(&env);
     let sup = rows["sd-b"]["supervisor_pid"].as_i64().unwrap();
     let init = pid_of(&rows, "sd-b");
@@ -712,6 +721,7 @@ fn a_dead_supervisor_takes_its_sandbox_down_and_apply_restores_it() {
         "{err}"
     );
     assert_converged(&env, &file, "sd", &["a", "b", "c"]);
-    assert_eq!(run(env.cmd().args(["destroy", "--yes"]).arg(&file)).0, 0);
+    let (code, _, err) = run(env.cmd().args(["destroy", "--yes"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
     assert_all_gone(&env, "sd");
 }
