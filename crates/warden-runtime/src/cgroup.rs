@@ -110,11 +110,9 @@ pub fn prime_attach() {
         }
         *last = Some(Instant::now());
     }
-    let _ = std::thread::Builder::new()
-        .name("warden-cgprime".into())
-        .spawn(|| {
-            let _ = attach_self_in_place();
-        });
+    let _ = crate::spawn_elsewhere("warden-cgprime", || {
+        let _ = attach_self_in_place();
+    });
 }
 
 fn attach_self_in_place() -> io::Result<()> {

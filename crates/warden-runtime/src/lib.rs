@@ -15,8 +15,12 @@
 //!    cleans up), create the container (`<state_root>/containers/<id>`);
 //! 3. bring `lo` up inside the container's network namespace (from the calling thread,
 //!    which returns to its own), run the caller's `before_start` hook (the egress proxy
-//!    binds its port in that namespace there);
-//! 4. start, wait for the container's init (a direct child) while forwarding signals;
+//!    binds its port in that namespace there), start. When there is nothing to do here
+//!    (the namespaces were prepared with [`UnmappedNamespaces`] / [`PreparedNamespaces`],
+//!    no hook), the init does not wait for a start message and runs the command as soon
+//!    as it is set up;
+//! 4. wait for the container's init (a direct child) while forwarding signals, then run
+//!    the caller's `after_exit` hook;
 //! 5. always: kill and reap the init if it still runs, remove every cgroup directory of
 //!    the run in every hierarchy (leaf first, killing stragglers), the state directory and
 //!    the bundle copy, in sequence on the calling thread. libcontainer's `delete` is not
@@ -47,6 +51,7 @@
 mod cgroup;
 mod error;
 mod exec;
+mod helper;
 mod netns;
 mod run;
 mod signals;
@@ -57,10 +62,11 @@ mod tty;
 pub use cgroup::{leftover_cgroups, prime_attach};
 pub use error::RuntimeError;
 pub use exec::{ExecOptions, exec_in};
-pub use netns::{PreparedNamespaces, bind_in_netns, loopback_up_in_netns};
+pub use helper::spawn_elsewhere;
+pub use netns::{PreparedNamespaces, UnmappedNamespaces, bind_in_netns, loopback_up_in_netns};
 pub use run::{
-    AfterStart, BeforeStart, NetworkSetup, RunOptions, StartContext, Stdio, new_container_id,
-    run_foreground,
+    AfterExit, AfterStart, BeforeStart, NetworkSetup, RunOptions, StartContext, Stdio,
+    new_container_id, run_foreground,
 };
 pub use signals::{FORWARDED_SIGNALS, exit_code_for_signal, terminating_signals_caught};
 pub use stale::{OWNER_ANNOTATION, remove_stale};

@@ -83,6 +83,9 @@ where
 pub struct PreparedNamespaces {
     user: File,
     net: File,
+    /// Killed once the mappings were written, reaped when this is dropped: waiting for
+    /// its exit is kept off the run's critical path.
+    _holder: Holder,
     /// The mappings written, in `/proc/PID/uid_map` form; a spec joins only if its own
     /// are the same.
     maps: (String, String),
@@ -92,13 +95,10 @@ impl PreparedNamespaces {
     /// The namespaces `spec` would have libcontainer create, made now; `None` when the
     /// spec does not ask for both a new user and a new network namespace.
     pub fn for_spec(spec: &Spec) -> io::Result<Option<PreparedNamespaces>> {
-        let Some(maps) = new_user_and_net(spec) else {
+        if new_user_and_net(spec).is_none() {
             return Ok(None);
-        };
-        let (user, net) = hold_new_namespaces(&maps.0, &maps.1)?;
-        let prepared = PreparedNamespaces { user, net, maps };
-        prepared.in_net(loopback_up)?;
-        Ok(Some(prepared))
+        }
+        UnmappedNamespaces::new()?.finish(spec)
     }
 
     /// Whether a container of `spec` can join these namespaces: it asks for new user and
@@ -109,19 +109,7 @@ impl PreparedNamespaces {
 
     /// Binds a TCP listener on `addr` inside the network namespace.
     pub fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        self.in_net(move || TcpListener::bind(addr))
-    }
-
-    fn in_net<T, F>(&self, f: F) -> io::Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> io::Result<T> + Send + 'static,
-    {
-        in_netns_file(
-            self.net.try_clone()?,
-            "the prepared network namespace".into(),
-            f,
-        )
+        in_net(&self.net, addr)
     }
 
     /// Paths the container's processes (forks of this one) open to join the user and the
@@ -132,6 +120,77 @@ impl PreparedNamespaces {
             format!("/proc/self/fd/{}", self.net.as_raw_fd()),
         )
     }
+}
+
+/// A new user namespace, not yet mapped, and a new network namespace it owns with `lo`
+/// up: the slow part of [`PreparedNamespaces`], which needs no spec and so can start
+/// before the file is even read. [`UnmappedNamespaces::finish`] writes the spec's
+/// mappings. Until then a child process that shares this process's memory holds the
+/// namespaces (the mappings are written through its `/proc/PID/uid_map`); it is killed
+/// and reaped by `finish` or on drop, and killed by the kernel if the thread that made it
+/// ends first.
+#[derive(Debug)]
+pub struct UnmappedNamespaces {
+    holder: Holder,
+    user: File,
+    net: File,
+}
+
+impl UnmappedNamespaces {
+    /// Makes both namespaces and brings `lo` up in the network namespace.
+    pub fn new() -> io::Result<UnmappedNamespaces> {
+        let holder = Holder::spawn()?;
+        let at = |what: &str| format!("/proc/{}/ns/{what}", holder.pid);
+        let open = |path: String| {
+            File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("`{path}`: {e}")))
+        };
+        let user = open(at("user"))?;
+        let net = open(at("net"))?;
+        in_netns_file(
+            net.try_clone()?,
+            "the prepared network namespace".into(),
+            loopback_up,
+        )?;
+        Ok(UnmappedNamespaces { holder, user, net })
+    }
+
+    /// Binds a TCP listener on `addr` inside the network namespace.
+    pub fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        in_net(&self.net, addr)
+    }
+
+    /// Writes the id mappings of `spec` and lets the holder go; `None` (and the
+    /// namespaces dropped) when `spec` does not ask for both a new user and a new network
+    /// namespace.
+    pub fn finish(self, spec: &Spec) -> io::Result<Option<PreparedNamespaces>> {
+        let Some(maps) = new_user_and_net(spec) else {
+            return Ok(None);
+        };
+        let at = |what: &str| format!("/proc/{}/{what}", self.holder.pid);
+        let write = |what: &str, map: &str| {
+            let path = at(what);
+            std::fs::write(&path, map)
+                .map_err(|e| io::Error::new(e.kind(), format!("`{path}`: {e}")))
+        };
+        write("uid_map", &maps.0)?;
+        write("gid_map", &maps.1)?;
+        // Open namespaces outlive their last process.
+        self.holder.kill();
+        Ok(Some(PreparedNamespaces {
+            user: self.user,
+            net: self.net,
+            _holder: self.holder,
+            maps,
+        }))
+    }
+}
+
+fn in_net(net: &File, addr: SocketAddr) -> io::Result<TcpListener> {
+    in_netns_file(
+        net.try_clone()?,
+        "the prepared network namespace".into(),
+        move || TcpListener::bind(addr),
+    )
 }
 
 /// The id mappings of `spec` when it asks for a new user namespace and a new network
@@ -152,61 +211,87 @@ fn new_user_and_net(spec: &Spec) -> Option<(String, String)> {
     Some((text(linux.uid_mappings()), text(linux.gid_mappings())))
 }
 
-/// Makes the namespaces in a child that shares this process's memory and does nothing
-/// but wait; once the mappings are written and both namespaces are open, the child is
-/// killed (open namespaces outlive their last process).
-fn hold_new_namespaces(uid_map: &str, gid_map: &str) -> io::Result<(File, File)> {
-    extern "C" fn hold(_: *mut libc::c_void) -> libc::c_int {
-        loop {
-            // SAFETY: pause(2) has no preconditions; every signal but SIGKILL is blocked.
-            unsafe { libc::pause() };
+/// A child in new user and network namespaces that shares this process's memory and does
+/// nothing but wait, with every signal but SIGKILL blocked. Killed and reaped on drop; if
+/// the thread that spawned it ends first, the kernel kills it (parent-death signal).
+struct Holder {
+    pid: libc::pid_t,
+    /// The child's stack, in this address space; freed only after the child is reaped.
+    stack: Vec<u8>,
+}
+
+impl Holder {
+    fn spawn() -> io::Result<Holder> {
+        extern "C" fn hold(parent: *mut libc::c_void) -> libc::c_int {
+            // SAFETY: prctl, getppid and pause are async-signal-safe syscalls with no
+            // memory arguments; nothing here allocates or takes a lock.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // The spawning thread's process ended before the signal was armed.
+                if libc::getppid() != parent as libc::pid_t {
+                    libc::_exit(0);
+                }
+                loop {
+                    libc::pause();
+                }
+            }
         }
+        let mut stack = vec![0u8; 64 * 1024];
+        // SAFETY: the end of the allocation, aligned down to 16 as the ABI wants.
+        let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
+        let top = (top as usize & !15) as *mut libc::c_void;
+        // The child starts with this thread's signal mask: all blocked, so no handler of
+        // this process ever runs on its stack.
+        // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask fill or read it;
+        // the child runs `hold` only, on its own stack.
+        let pid = unsafe {
+            let parent = libc::getpid();
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            let pid = libc::clone(
+                hold,
+                top,
+                libc::CLONE_VM | libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::SIGCHLD,
+                parent as usize as *mut libc::c_void,
+            );
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            pid
+        };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Holder { pid, stack })
     }
-    // The child runs on this stack, in this address space, until it is reaped below.
-    let mut stack = vec![0u8; 64 * 1024];
-    // SAFETY: the end of the allocation, aligned down to 16 as the ABI wants.
-    let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
-    let top = (top as usize & !15) as *mut libc::c_void;
-    // The child starts with this thread's signal mask: all blocked, so no handler of this
-    // process ever runs on its stack.
-    // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask fill or read it.
-    let pid = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(
-            hold,
-            top,
-            libc::CLONE_VM | libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::SIGCHLD,
-            std::ptr::null_mut(),
-        );
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        pid
-    };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
+}
+
+impl std::fmt::Debug for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holder").field("pid", &self.pid).finish()
     }
-    let made = (|| {
-        let at = |what: &str| format!("/proc/{pid}/{what}");
-        let with_path =
-            |path: String| move |e: io::Error| io::Error::new(e.kind(), format!("`{path}`: {e}"));
-        std::fs::write(at("uid_map"), uid_map).map_err(with_path(at("uid_map")))?;
-        std::fs::write(at("gid_map"), gid_map).map_err(with_path(at("gid_map")))?;
-        let user = File::open(at("ns/user")).map_err(with_path(at("ns/user")))?;
-        let net = File::open(at("ns/net")).map_err(with_path(at("ns/net")))?;
-        Ok((user, net))
-    })();
-    // SAFETY: kill and reap our own child; its stack is freed only after it is gone.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        let mut status = 0;
-        while libc::waitpid(pid, &mut status, 0) < 0
-            && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-        {}
+}
+
+impl Holder {
+    fn kill(&self) {
+        // SAFETY: kill(2) to our own child, not reaped before `drop`.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
     }
-    drop(stack);
-    made
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.kill();
+        // SAFETY: reap our own child; its stack is freed only after it is gone.
+        unsafe {
+            let mut status = 0;
+            while libc::waitpid(self.pid, &mut status, 0) < 0
+                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+        }
+        // Only now: the child ran on it until the wait above.
+        self.stack = Vec::new();
+    }
 }
 
 /// `in_netns` for a thread that could not come back: a thread of its own joins the

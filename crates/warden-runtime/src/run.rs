@@ -72,6 +72,12 @@ pub type BeforeStart = Box<
 /// calling thread. It cannot fail the run.
 pub type AfterStart = Box<dyn Fn(&StartContext<'_>) + Send + Sync>;
 
+/// Runs once the container's init has exited and been reaped, before the run's clean-up,
+/// on the calling thread. Work that only has to be over when [`run_foreground`] returns
+/// (shutting down what served the sandbox) can start here, on a thread of its own, and
+/// overlap with the clean-up.
+pub type AfterExit = Box<dyn Fn() + Send + Sync>;
+
 /// How to run a bundle.
 pub struct RunOptions {
     /// Unique among the runs under `state_root`; also the last component of the run's
@@ -86,6 +92,7 @@ pub struct RunOptions {
     pub network: NetworkSetup,
     pub before_start: Option<BeforeStart>,
     pub after_start: Option<AfterStart>,
+    pub after_exit: Option<AfterExit>,
     /// The user and network namespaces to join instead of creating them (and `lo`,
     /// already up, is not brought up again). Used only when the spec asks for a new user
     /// namespace and a new network namespace.
@@ -105,6 +112,7 @@ impl RunOptions {
             network: NetworkSetup::default(),
             before_start: None,
             after_start: None,
+            after_exit: None,
             namespaces: None,
             kill_after: None,
         }
@@ -124,6 +132,7 @@ impl fmt::Debug for RunOptions {
                 &self.before_start.as_ref().map(|_| "<hook>"),
             )
             .field("after_start", &self.after_start.as_ref().map(|_| "<hook>"))
+            .field("after_exit", &self.after_exit.as_ref().map(|_| "<hook>"))
             .field("namespaces", &self.namespaces)
             .field("kill_after", &self.kill_after)
             .finish()
@@ -320,12 +329,18 @@ fn create_start_wait(
     if let Some(fd) = &opts.stdio.stderr {
         builder = builder.with_stderr(dup(fd)?);
     }
+    // Nothing to do between create and start (namespaces prepared, `lo` up, no hook):
+    // the init runs the command as soon as it is set up, without waiting for a start
+    // message from here, as `crun run` does.
+    let loopback = run.new_netns && opts.network == NetworkSetup::LoopbackUp;
+    let at_once = !loopback && opts.before_start.is_none();
     let built = {
         let _lock = libcontainer_lock();
         builder
             .with_executor(InitExecutor)
             .as_init(copy)
             .with_systemd(false)
+            .with_start_at_once(at_once)
             .build()
     };
     let mut container = built.map_err(create_err)?;
@@ -337,36 +352,41 @@ fn create_start_wait(
         )));
     };
 
-    if run.new_netns && opts.network == NetworkSetup::LoopbackUp {
-        netns::loopback_up_in_netns(init_pid).map_err(|source| RuntimeError::Network {
+    let early = if at_once {
+        // Already running: what arrived during creation is forwarded like the rest.
+        signals.drain()
+    } else {
+        if loopback {
+            netns::loopback_up_in_netns(init_pid).map_err(|source| RuntimeError::Network {
+                id: id.to_string(),
+                source,
+            })?;
+        }
+        if let Some(hook) = &opts.before_start {
+            hook(&StartContext {
+                container_id: id,
+                init_pid,
+            })
+            .map_err(|source| RuntimeError::BeforeStart {
+                id: id.to_string(),
+                source,
+            })?;
+        }
+        // A Ctrl-C during creation means: do not start at all.
+        let early = signals.drain();
+        if let Some(&sig) = early.iter().find(|&&s| is_terminating(s)) {
+            return Ok(exit_code_for_signal(sig));
+        }
+        let started = {
+            let _lock = libcontainer_lock();
+            container.start()
+        };
+        started.map_err(|source| RuntimeError::Start {
             id: id.to_string(),
             source,
         })?;
-    }
-    if let Some(hook) = &opts.before_start {
-        hook(&StartContext {
-            container_id: id,
-            init_pid,
-        })
-        .map_err(|source| RuntimeError::BeforeStart {
-            id: id.to_string(),
-            source,
-        })?;
-    }
-
-    // A Ctrl-C during creation means: do not start at all.
-    let early = signals.drain();
-    if let Some(&sig) = early.iter().find(|&&s| is_terminating(s)) {
-        return Ok(exit_code_for_signal(sig));
-    }
-    let started = {
-        let _lock = libcontainer_lock();
-        container.start()
+        early
     };
-    started.map_err(|source| RuntimeError::Start {
-        id: id.to_string(),
-        source,
-    })?;
     for sig in early {
         // SAFETY: kill(2) to our own child, which we have not reaped yet.
         unsafe { libc::kill(init_pid, sig) };
@@ -379,6 +399,9 @@ fn create_start_wait(
     }
     let code = wait_forwarding(id, init_pid, signals, kill_after)?;
     cleanup.init_pid = None;
+    if let Some(hook) = &opts.after_exit {
+        hook();
+    }
     Ok(code)
 }
 

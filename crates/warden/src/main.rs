@@ -139,6 +139,8 @@ fn main() -> ExitCode {
         let code = deploy::supervisor::main(std::path::Path::new(&args[2]));
         return ExitCode::from(u8::try_from(code).unwrap_or(2));
     }
+    // `warden run`: what needs no file starts before the command line is even parsed.
+    let early = (args.get(1).is_some_and(|a| a == "run")).then(commands::run::Early::start);
     let cli = Cli::parse();
     let out = ui::Out {
         json: cli.json,
@@ -163,7 +165,13 @@ fn main() -> ExitCode {
             file,
             sandbox,
             command,
-        } => commands::run::run(&out, &project::file(file), sandbox.as_deref(), command),
+        } => commands::run::run(
+            &out,
+            &project::file(file),
+            sandbox.as_deref(),
+            command,
+            early,
+        ),
         Command::Plan { file, save } => {
             commands::deploy::plan_cmd(&out, &project::file(file), save.as_deref())
         }

@@ -96,9 +96,9 @@ pub fn run(
     path: &Path,
     sandbox: Option<&str>,
     command: Vec<String>,
+    early: Option<Early>,
 ) -> anyhow::Result<Exit> {
-    // The container's cgroup setup waits for the kernel; start that wait now.
-    warden_runtime::prime_attach();
+    let early = early.unwrap_or_else(Early::start);
     // Taken before reading: an edit from here on reloads the egress policy of the run.
     let file_stamp = stamp(path);
     let p = match project::load(out, path) {
@@ -116,21 +116,26 @@ pub fn run(
             return Ok(Exit::User);
         }
     };
-    // The sandbox's user and network namespaces are made on a thread of their own while
-    // this one checks the image and writes the bundle (see `PreparedNamespaces`).
-    // With egress, the proxy's listener is bound there too.
-    let spec = s.spec.clone();
-    let proxy_addr = s.plan.egress.is_some().then_some(PROXY_ADDR);
-    let namespaces = std::thread::spawn(move || {
-        let ns = warden_runtime::PreparedNamespaces::for_spec(&spec)
-            .ok()
-            .flatten()?;
-        let listener = proxy_addr.and_then(|a| {
-            let addr = a.parse().ok()?;
-            ns.bind(addr).ok()
-        });
-        Some((ns, listener))
-    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let job = Prepare {
+        spec: Box::new(s.spec.clone()),
+        egress: s.plan.egress.clone().map(|policy| EgressSetup {
+            policy,
+            sandbox: s.name.clone(),
+            state_dir: sandbox_state_dir(&p, &s.name),
+            path: path.to_path_buf(),
+            stamp: file_stamp,
+            stop: stop.clone(),
+        }),
+    };
+    // Without a helper, the work is done here.
+    let (helper, local) = match early.helper {
+        Ok(h) => match early.jobs.send(job) {
+            Ok(()) => (Some(h), None),
+            Err(std::sync::mpsc::SendError(job)) => (None, Some(job)),
+        },
+        Err(_) => (None, Some(job)),
+    };
     let images = match crate::commands::build::build_images(&p, &compiled) {
         Ok(i) => i,
         Err(e) => {
@@ -156,60 +161,88 @@ pub fn run(
     if !command.is_empty() {
         opts.args_override = Some(command);
     }
+    // Joined before the container is created: libcontainer clones this thread into the
+    // container's processes, and a helper at work in that instant could leave a lock of
+    // this process held in the copies (see ARCHITECTURE.md).
+    let prepared = match (helper, local) {
+        (_, Some(job)) => Some(job.run(None)),
+        (Some(h), None) => h.join().ok().flatten(),
+        (None, None) => None,
+    };
+    let Some(prepared) = prepared else {
+        eprintln!("error: sandbox `{}`: preparing the run failed", s.name);
+        return Ok(Exit::Internal);
+    };
     // Not fatal when they could not be made: the container then makes its own, and the
     // proxy's listener is bound once it exists.
-    let (namespaces, prebound) = namespaces.join().ok().flatten().unzip();
-    opts.namespaces = namespaces;
-    let prebound = Mutex::new(prebound.flatten());
-    // Egress: a proxy served from here, bound inside the sandbox's network namespace. Its
-    // runtime, state and file watcher are made on a thread of their own while the
-    // container is being created (milliseconds this thread spends waiting for the
-    // kernel); the `before_start` hook, which needs them, takes them over.
-    let stop = Arc::new(AtomicBool::new(false));
-    let egress = s.plan.egress.clone().map(|policy| {
-        let sandbox = s.name.clone();
-        let state_dir = sandbox_state_dir(&p, &s.name);
-        let (path, stop) = (path.to_path_buf(), stop.clone());
-        let setup = std::thread::spawn(move || {
-            start_egress(policy, sandbox, state_dir, path, file_stamp, stop)
-        });
-        Arc::new(Mutex::new(EgressSlot::Pending(setup)))
-    });
-    if let Some(slot) = &egress {
-        let slot = slot.clone();
-        opts.before_start = Some(Box::new(move |cx: &warden_runtime::StartContext<'_>| {
-            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-            let egress = slot.ready()?;
-            let listener = match prebound.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                Some(l) => l,
-                None => warden_runtime::bind_in_netns(cx.init_pid, PROXY_ADDR.parse()?)?,
-            };
+    opts.namespaces = prepared.namespaces;
+    let egress = match prepared.egress.transpose() {
+        Ok(e) => e,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return Ok(Exit::Internal);
+        }
+    };
+    if let Some(egress) = &egress {
+        let serve = |listener: std::net::TcpListener,
+                     rt: &tokio::runtime::Handle,
+                     state: &Arc<ProxyState>|
+         -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             listener.set_nonblocking(true)?;
-            let _guard = egress.rt.enter();
+            let _guard = rt.enter();
             // The handle is dropped on purpose: the proxy serves until the process ends.
-            let _ = warden_egress::spawn(listener, egress.state.clone())?;
+            let _ = warden_egress::spawn(listener, state.clone())?;
             Ok(())
-        }));
+        };
+        let (rt, state) = (egress.rt.handle().clone(), egress.state.clone());
+        match prepared.listener {
+            // Bound in the prepared namespace: served from now on, before the sandbox
+            // exists, so the run has nothing to do between create and start.
+            Some(listener) => {
+                if let Err(e) = serve(listener, &rt, &state) {
+                    eprintln!("error: cannot serve the egress proxy of `{}`: {e}", s.name);
+                    return Ok(Exit::Internal);
+                }
+            }
+            // Bound once the container's network namespace exists.
+            None => {
+                opts.before_start = Some(Box::new(move |cx| {
+                    let listener = warden_runtime::bind_in_netns(cx.init_pid, PROXY_ADDR.parse()?)?;
+                    serve(listener, &rt, &state)
+                }));
+            }
+        }
     }
+    // Once the sandbox is gone, its proxy is shut down (connections end, the audit log
+    // reaches the disk) on a thread of its own while the runtime removes the container.
+    let egress = Arc::new(Mutex::new(egress));
+    let shutting_down = Arc::new(Mutex::new(None));
+    opts.after_exit = Some(Box::new({
+        let (egress, shutting_down, stop) = (egress.clone(), shutting_down.clone(), stop.clone());
+        move || {
+            stop.store(true, Ordering::Relaxed);
+            let taken = egress.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(e) = taken {
+                // Unspawned, the closure (and so the proxy) is dropped here, which shuts
+                // it down as well, waiting for its threads.
+                let down = warden_runtime::spawn_elsewhere("warden-egress-down", || e.shut_down());
+                *shutting_down.lock().unwrap_or_else(|e| e.into_inner()) = down.ok();
+            }
+        }
+    }));
     let result = warden_runtime::run_foreground(&bundle, &opts);
     stop.store(true, Ordering::Relaxed);
-    if let Some(slot) = egress {
-        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        // Still pending when the run failed before its hook.
-        let ready = slot.ready().map(|_| ());
-        match (ready, std::mem::replace(&mut *slot, EgressSlot::Taken)) {
-            (Ok(()), EgressSlot::Ready(e)) => {
-                e.watcher.thread().unpark();
-                let _ = e.watcher.join();
-                e.state.flush();
-                e.rt.shutdown_timeout(Duration::from_millis(200));
-            }
-            (Err(msg), _) => {
-                eprintln!("error: {msg}");
-                return Ok(Exit::Internal);
-            }
-            (Ok(()), _) => {}
-        }
+    // Still here when the run failed before the sandbox exited.
+    let left = egress.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(e) = left {
+        e.shut_down();
+    }
+    let down = shutting_down
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(down) = down {
+        let _ = down.join();
     }
     match result {
         Ok(code) => Ok(Exit::Code(code)),
@@ -220,43 +253,101 @@ pub fn run(
     }
 }
 
-/// The egress proxy of a run, made while its container is created.
+/// The part of a run that needs no file, started before the command line is parsed.
+pub struct Early {
+    helper: std::io::Result<std::thread::JoinHandle<Option<Prepared>>>,
+    jobs: std::sync::mpsc::Sender<Prepare>,
+}
+
+impl Early {
+    /// Starts the kernel's waits of a run right away: the cgroup move's grace period
+    /// ([`warden_runtime::prime_attach`]) and, on a helper thread, the sandbox's user and
+    /// network namespaces (see [`warden_runtime::UnmappedNamespaces`]). Once the file is
+    /// compiled, the helper finishes them with the spec's mappings and, with egress,
+    /// binds the proxy's listener there and makes the proxy's runtime, state and file
+    /// watcher, while the calling thread checks the image and writes the bundle. Dropped
+    /// unused (a bad command line, a broken file), the helper ends and its namespaces are
+    /// gone.
+    pub fn start() -> Early {
+        warden_runtime::prime_attach();
+        let (jobs, job_rx) = std::sync::mpsc::channel::<Prepare>();
+        let helper = warden_runtime::spawn_elsewhere("warden-prepare", move || {
+            let ns = warden_runtime::UnmappedNamespaces::new().ok();
+            job_rx.recv().ok().map(|job| job.run(ns))
+        });
+        Early { helper, jobs }
+    }
+}
+
+/// What the helper thread of a run finishes once the file is compiled.
+struct Prepare {
+    spec: Box<warden_compile::Spec>,
+    egress: Option<EgressSetup>,
+}
+
+/// What a run gets from [`Prepare::run`].
+struct Prepared {
+    namespaces: Option<warden_runtime::PreparedNamespaces>,
+    /// The proxy's listener, bound in `namespaces`.
+    listener: Option<std::net::TcpListener>,
+    egress: Option<Result<Egress, String>>,
+}
+
+impl Prepare {
+    /// `ns`: the namespaces made before the file was read, if they could be.
+    fn run(self, ns: Option<warden_runtime::UnmappedNamespaces>) -> Prepared {
+        let listener = ns
+            .as_ref()
+            .filter(|_| self.egress.is_some())
+            .and_then(|ns| ns.bind(PROXY_ADDR.parse().ok()?).ok());
+        let namespaces = ns.and_then(|ns| ns.finish(&self.spec).ok().flatten());
+        Prepared {
+            // A listener in namespaces the container does not join would be unreachable.
+            listener: listener.filter(|_| namespaces.is_some()),
+            namespaces,
+            egress: self.egress.map(EgressSetup::start),
+        }
+    }
+}
+
+/// The egress proxy of a run.
 struct Egress {
     rt: tokio::runtime::Runtime,
     state: Arc<ProxyState>,
     watcher: std::thread::JoinHandle<()>,
 }
 
-enum EgressSlot {
-    /// Being made on a thread of its own.
-    Pending(std::thread::JoinHandle<Result<Egress, String>>),
-    Ready(Egress),
-    /// Could not be made; the message says why.
-    Failed(String),
-    /// Shut down after the run.
-    Taken,
+impl Egress {
+    /// Stops the policy watcher (its stop flag must be set), writes what the audit log
+    /// and the approvals still hold, and stops the runtime.
+    fn shut_down(self) {
+        self.watcher.thread().unpark();
+        let _ = self.watcher.join();
+        self.state.flush();
+        self.rt.shutdown_timeout(Duration::from_millis(200));
+    }
 }
 
-impl EgressSlot {
-    /// The proxy, waiting for it to be made if needed.
-    fn ready(&mut self) -> Result<&Egress, String> {
-        if let EgressSlot::Pending(_) = self {
-            let EgressSlot::Pending(setup) = std::mem::replace(self, EgressSlot::Taken) else {
-                unreachable!("matched above");
-            };
-            *self = match setup.join() {
-                Ok(Ok(e)) => EgressSlot::Ready(e),
-                Ok(Err(msg)) => EgressSlot::Failed(msg),
-                Err(_) => EgressSlot::Failed("the egress proxy setup panicked".into()),
-            };
-        }
-        match self {
-            EgressSlot::Ready(e) => Ok(e),
-            EgressSlot::Failed(msg) => Err(msg.clone()),
-            EgressSlot::Pending(_) | EgressSlot::Taken => {
-                Err("the egress proxy is no longer available".into())
-            }
-        }
+struct EgressSetup {
+    policy: warden_wire::egress::EgressPolicy,
+    sandbox: String,
+    state_dir: PathBuf,
+    /// The file, watched for edits.
+    path: PathBuf,
+    stamp: Option<SystemTime>,
+    stop: Arc<AtomicBool>,
+}
+
+impl EgressSetup {
+    fn start(self) -> Result<Egress, String> {
+        start_egress(
+            self.policy,
+            self.sandbox,
+            self.state_dir,
+            self.path,
+            self.stamp,
+            self.stop,
+        )
     }
 }
 
