@@ -21,7 +21,7 @@ pub const AUDIT_FILE: &str = "audit.jsonl";
 const CHANNEL_CAPACITY: usize = 16 * 1024;
 
 /// One decision, as a JSON line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// Unix milliseconds when the connection was accepted.
     pub ts_ms: u64,
@@ -257,22 +257,8 @@ mod tests {
 
     fn event() -> AuditEvent {
         AuditEvent {
-            ts_ms: 0,
             sandbox: "s".into(),
-            kind: "connect".into(),
-            host: None,
-            port: None,
-            method: None,
-            path: None,
-            decision: "deny".into(),
-            rule: None,
-            reason: None,
-            status: 403,
-            addr: None,
-            bytes_up: 0,
-            bytes_down: 0,
-            duration_ms: 0,
-            approval: None,
+            ..AuditEvent::default()
         }
     }
 

@@ -339,37 +339,28 @@ struct EgressSetup {
 }
 
 impl EgressSetup {
+    /// The proxy's runtime and state, and the watcher that reloads its policy.
     fn start(self) -> Result<Egress, String> {
-        start_egress(
-            self.policy,
-            self.sandbox,
-            self.state_dir,
-            self.path,
-            self.stamp,
-            self.stop,
-        )
+        let EgressSetup {
+            policy,
+            sandbox,
+            state_dir,
+            path,
+            stamp,
+            stop,
+        } = self;
+        let fail = |e: &dyn std::fmt::Display| {
+            format!("cannot start the egress proxy of `{sandbox}`: {e}")
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| fail(&e))?;
+        let state = ProxyState::new(policy, ProxyConfig::new(state_dir)).map_err(|e| fail(&e))?;
+        let watcher = spawn_watcher(path, sandbox, state.clone(), stamp, stop);
+        Ok(Egress { rt, state, watcher })
     }
-}
-
-/// The proxy's runtime and state, and the watcher that reloads its policy.
-fn start_egress(
-    policy: warden_wire::egress::EgressPolicy,
-    sandbox: String,
-    state_dir: PathBuf,
-    path: PathBuf,
-    stamp: Option<SystemTime>,
-    stop: Arc<AtomicBool>,
-) -> Result<Egress, String> {
-    let fail =
-        |e: &dyn std::fmt::Display| format!("cannot start the egress proxy of `{sandbox}`: {e}");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| fail(&e))?;
-    let state = ProxyState::new(policy, ProxyConfig::new(state_dir)).map_err(|e| fail(&e))?;
-    let watcher = spawn_watcher(path, sandbox, state.clone(), stamp, stop);
-    Ok(Egress { rt, state, watcher })
 }
 
 fn stamp(path: &Path) -> Option<SystemTime> {
