@@ -88,6 +88,9 @@ pub struct RunOptions {
     pub state_root: PathBuf,
     /// Replaces the command (what follows `--` in `/.warden/init -- CMD...`).
     pub args_override: Option<Vec<String>>,
+    /// The bundle's `config.json` when the caller holds it already (it must be what the
+    /// file holds): it is then neither read nor parsed.
+    pub spec: Option<Spec>,
     pub stdio: Stdio,
     pub network: NetworkSetup,
     pub before_start: Option<BeforeStart>,
@@ -108,6 +111,7 @@ impl RunOptions {
             container_id: container_id.into(),
             state_root: state_root.into(),
             args_override: None,
+            spec: None,
             stdio: Stdio::default(),
             network: NetworkSetup::default(),
             before_start: None,
@@ -125,6 +129,7 @@ impl fmt::Debug for RunOptions {
             .field("container_id", &self.container_id)
             .field("state_root", &self.state_root)
             .field("args_override", &self.args_override)
+            .field("spec", &self.spec.as_ref().map(|_| "<in memory>"))
             .field("stdio", &self.stdio)
             .field("network", &self.network)
             .field(
@@ -191,10 +196,13 @@ pub fn run_foreground(bundle: &Path, opts: &RunOptions) -> Result<i32, RuntimeEr
         path: bundle.to_path_buf(),
         source,
     })?;
-    let spec = Spec::load(&config_path).map_err(|source| RuntimeError::ReadBundle {
-        path: config_path.clone(),
-        source,
-    })?;
+    let spec = match &opts.spec {
+        Some(spec) => spec.clone(),
+        None => Spec::load(&config_path).map_err(|source| RuntimeError::ReadBundle {
+            path: config_path.clone(),
+            source,
+        })?,
+    };
     let run =
         spec::for_run(spec, &bundle, id, opts.args_override.as_deref()).map_err(|reason| {
             RuntimeError::InvalidBundle {
@@ -341,6 +349,7 @@ fn create_start_wait(
             .as_init(copy)
             .with_systemd(false)
             .with_start_at_once(at_once)
+            .with_spec(run.spec.clone())
             .build()
     };
     let mut container = built.map_err(create_err)?;

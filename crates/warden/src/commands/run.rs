@@ -161,6 +161,8 @@ pub fn run(
     if !command.is_empty() {
         opts.args_override = Some(command);
     }
+    // What `bundle_for` wrote to the bundle's config.json.
+    opts.spec = Some(s.spec.clone());
     // Joined before the container is created: libcontainer clones this thread into the
     // container's processes, and a helper at work in that instant could leave a lock of
     // this process held in the copies (see ARCHITECTURE.md).

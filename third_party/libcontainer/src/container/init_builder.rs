@@ -26,6 +26,7 @@ pub struct InitContainerBuilder {
     no_pivot: bool,
     as_sibling: bool,
     start_at_once: bool,
+    spec: Option<Spec>,
 }
 
 impl InitContainerBuilder {
@@ -40,7 +41,16 @@ impl InitContainerBuilder {
             no_pivot: false,
             as_sibling: false,
             start_at_once: false,
+            spec: None,
         }
+    }
+
+    /// warden: the bundle's `config.json` as the caller already holds it, so that it is
+    /// not read and parsed again. It must be what the file holds (the file stays the
+    /// container's configuration for everything that reads it later).
+    pub fn with_spec(mut self, spec: Spec) -> Self {
+        self.spec = Some(spec);
+        self
     }
 
     /// warden: when set, the container's init runs the payload as soon as it is set up,
@@ -87,7 +97,7 @@ impl InitContainerBuilder {
     }
 
     /// Creates a new container
-    pub fn build(self) -> Result<Container, LibcontainerError> {
+    pub fn build(mut self) -> Result<Container, LibcontainerError> {
         let spec = self.load_spec()?;
         // validate terminal field against console socket presence before any side effects
         // (mirrors runc's checkTerminal called at the top of runner.run())
@@ -184,9 +194,11 @@ impl InitContainerBuilder {
         Ok(container_dir)
     }
 
-    fn load_spec(&self) -> Result<Spec, LibcontainerError> {
-        let source_spec_path = self.bundle.join("config.json");
-        let mut spec = Spec::load(source_spec_path)?;
+    fn load_spec(&mut self) -> Result<Spec, LibcontainerError> {
+        let mut spec = match self.spec.take() {
+            Some(spec) => spec,
+            None => Spec::load(self.bundle.join("config.json"))?,
+        };
         Self::validate_spec(&spec)?;
 
         spec.canonicalize_rootfs(&self.bundle).map_err(|err| {
