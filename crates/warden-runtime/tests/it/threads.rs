@@ -55,18 +55,8 @@ fn runs_complete_while_other_threads_start_and_end() {
 /// container's init is a child too, cloned with `CLONE_PARENT`), which would otherwise
 /// outlive the test.
 fn kill_children() {
-    let me = std::process::id().to_string();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...; comm may hold spaces and parentheses.
-        let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-        if after.split(' ').nth(1) == Some(me.as_str())
-            && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
-        {
-            // SAFETY: kill(2) on a child of this process.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+    for pid in children(std::process::id() as i32) {
+        // SAFETY: kill(2) on a child of this process.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
