@@ -218,10 +218,15 @@ fn sandbox(
         .volumes
         .iter()
         .filter_map(|v| {
+            let tenant = s.tenant.as_deref()?;
             Some(HostDir {
-                path: spec::volume_path(opts, s.tenant.as_deref()?, &v.volume),
+                path: spec::volume_path(opts, tenant, &v.volume),
                 uid: uid_start + s.user,
                 gid: uid_start + s.group,
+                size: model
+                    .tenant(tenant)
+                    .and_then(|t| t.volumes.iter().find(|tv| tv.name == v.volume))
+                    .and_then(|tv| tv.size),
             })
         })
         .collect();

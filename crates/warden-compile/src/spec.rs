@@ -21,7 +21,7 @@ use warden_lang::Model;
 use warden_lang::model::Sandbox;
 use warden_wire::WIRE_VERSION;
 use warden_wire::init::{INIT_CONFIG_ENV, INIT_PATH, InitConfig, Landlock, LandlockMode};
-use warden_wire::sandbox::PROXY_ADDR;
+use warden_wire::sandbox::{PROXY_ADDR, VOLUME_IMAGE_ANNOTATION};
 use warden_wire::seccomp::{DEFAULT_DENY, Denied, SeccompRule};
 
 /// Paths under /proc and /sys the sandbox cannot read (bind-mounted over with nothing).
@@ -529,6 +529,21 @@ pub(crate) fn spec(
         None => "none".to_string(),
     };
     annotations.insert("dev.warden.network".to_string(), network);
+    if let Some(t) = s.tenant.as_deref().and_then(|t| model.tenant(t)) {
+        for v in &s.filesystem.volumes {
+            let sized = t
+                .volumes
+                .iter()
+                .any(|tv| tv.name == v.volume && tv.size.is_some());
+            if sized {
+                let dir = volume_path(opts, &t.name, &v.volume);
+                annotations.insert(
+                    format!("{VOLUME_IMAGE_ANNOTATION}{dir}"),
+                    format!("{dir}.img"),
+                );
+            }
+        }
+    }
 
     let mut spec = shared.spec.clone();
     spec.set_hostname(Some(s.hostname.clone()))

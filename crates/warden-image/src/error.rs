@@ -41,6 +41,15 @@ pub enum ImageError {
     #[error("cannot place `{}` in the image: {reason}", path.display())]
     Place { path: PathBuf, reason: String },
 
+    #[error("cannot make the mount point `{target}` in the sandbox's root: {reason}")]
+    MountTarget { target: String, reason: String },
+
+    #[error("the bind source `{}` (for `{destination}`) does not exist on the host", source_path.display())]
+    BindSource {
+        source_path: PathBuf,
+        destination: String,
+    },
+
     #[error("`{}` changed while the image was being built", path.display())]
     Changed { path: PathBuf },
 
@@ -62,6 +71,20 @@ pub enum ImageError {
 }
 
 impl ImageError {
+    /// Whether the cause lies in the file or on the host (a missing source, a mount
+    /// point the image cannot hold), not in warden: the CLI exits 1 for these.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            ImageError::Missing { .. }
+                | ImageError::MountTarget { .. }
+                | ImageError::BindSource { .. }
+                | ImageError::NotElf { .. }
+                | ImageError::LibraryNotFound { .. }
+                | ImageError::Unsupported { .. }
+        )
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         ImageError::Io {
             op,

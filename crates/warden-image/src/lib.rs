@@ -72,6 +72,7 @@ mod error;
 mod host;
 mod layout;
 mod nix;
+mod targets;
 mod tree;
 mod unpack;
 
@@ -88,6 +89,7 @@ use warden_wire::image::{ImagePlan, Source};
 pub use error::ImageError;
 pub use layout::export_layout;
 pub use nix::parse_closure_file;
+pub use targets::{MountPoint, is_below, make_mount_points, mount_points};
 
 use host::{HostCopier, Inputs, Owner};
 use layout::{
@@ -865,6 +867,12 @@ pub fn unpack_bundle(
         for layer in &image.layers {
             ex.apply(layout_dir, layer)?;
         }
+        let mounts =
+            targets::mount_points(config_json).map_err(|reason| ImageError::BrokenLayout {
+                path: bundle_dir.join("config.json"),
+                reason,
+            })?;
+        targets::make_mount_points(&rootfs, &mounts)?;
         let cfg = tmp.join("config.json");
         fs::write(&cfg, config_json).map_err(|e| ImageError::io("cannot write", &cfg, e))?;
         // The temp dir was created with the umask; a bundle is readable like any tree.

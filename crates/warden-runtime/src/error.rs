@@ -40,6 +40,48 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("container `{id}`: cannot {what}")]
+    Mount {
+        id: String,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container `{id}`: cannot make the mount point `{target}`: {reason}")]
+    MountPoint {
+        id: String,
+        target: String,
+        reason: String,
+    },
+    #[error("the bind source `{}` (for `{destination}`) does not exist on the host", source_path.display())]
+    BindSource {
+        source_path: PathBuf,
+        destination: String,
+    },
+    #[error(
+        "container `{id}`: the filesystem of `{}` cannot idmap, so the bind at `{destination}` cannot show its files as the sandbox user's; move it to a filesystem that can (ext4, xfs, btrfs, tmpfs) or bind it read-only from a copy", source_path.display()
+    )]
+    CannotIdmap {
+        id: String,
+        source_path: PathBuf,
+        destination: String,
+    },
+    #[error(
+        "container `{id}`: the sandbox's root (host uid {uid}) cannot reach its root filesystem `{}`: `{}` has mode {mode:04o}; give it `o+x` (`chmod o+x`) or keep warden's cache (`WARDEN_CACHE_DIR`) where every directory on the way can be passed", root.display(), dir.display()
+    )]
+    Unreachable {
+        id: String,
+        root: PathBuf,
+        dir: PathBuf,
+        mode: u32,
+        uid: u32,
+    },
+    #[error("container `{id}`: cannot mount the volume image `{}`: {reason}", image.display())]
+    Volume {
+        id: String,
+        image: PathBuf,
+        reason: String,
+    },
     #[error("cannot create container `{id}`")]
     Create {
         id: String,
@@ -96,4 +138,36 @@ pub enum RuntimeError {
         #[source]
         source: LibcontainerError,
     },
+}
+
+impl RuntimeError {
+    /// Whether the cause is in the file or the host's set-up (a missing bind source, a
+    /// mount point the image cannot hold, a directory the sandbox cannot reach), not in
+    /// warden: the CLI exits 1 for these, 2 for the rest.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::BindSource { .. }
+                | RuntimeError::MountPoint { .. }
+                | RuntimeError::CannotIdmap { .. }
+                | RuntimeError::Unreachable { .. }
+                | RuntimeError::Volume { .. }
+                | RuntimeError::InvalidBundle { .. }
+        )
+    }
+
+    /// The error and each of its causes, `: `-separated (libcontainer's chain included).
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(self);
+        while let Some(e) = cur {
+            let msg = e.to_string();
+            if !out.ends_with(&msg) {
+                out.push_str(": ");
+                out.push_str(&msg);
+            }
+            cur = e.source();
+        }
+        out
+    }
 }

@@ -52,6 +52,7 @@ mod cgroup;
 mod error;
 mod exec;
 mod helper;
+mod mounts;
 mod netns;
 mod run;
 mod signals;

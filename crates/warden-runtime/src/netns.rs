@@ -112,6 +112,11 @@ impl PreparedNamespaces {
         in_net(&self.net, addr)
     }
 
+    /// The user namespace (its mappings are the spec's).
+    pub(crate) fn user(&self) -> &File {
+        &self.user
+    }
+
     /// Paths the container's processes (forks of this one) open to join the user and the
     /// network namespace.
     pub(crate) fn paths(&self) -> (String, String) {
@@ -139,7 +144,7 @@ pub struct UnmappedNamespaces {
 impl UnmappedNamespaces {
     /// Makes both namespaces and brings `lo` up in the network namespace.
     pub fn new() -> io::Result<UnmappedNamespaces> {
-        let holder = Holder::spawn()?;
+        let holder = Holder::spawn(libc::CLONE_NEWUSER | libc::CLONE_NEWNET)?;
         let at = |what: &str| format!("/proc/{}/ns/{what}", holder.pid);
         let open = |path: String| {
             File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("`{path}`: {e}")))
@@ -185,6 +190,20 @@ impl UnmappedNamespaces {
     }
 }
 
+/// A new user namespace with these mappings (`/proc/PID/uid_map` form), held by nothing
+/// but the returned file: what an idmapped mount takes its mapping from.
+pub(crate) fn user_namespace(uid_map: &str, gid_map: &str) -> io::Result<File> {
+    let holder = Holder::spawn(libc::CLONE_NEWUSER)?;
+    let at = |what: &str| format!("/proc/{}/{what}", holder.pid);
+    let write = |what: &str, map: &str| {
+        let path = at(what);
+        std::fs::write(&path, map).map_err(|e| io::Error::new(e.kind(), format!("`{path}`: {e}")))
+    };
+    write("uid_map", uid_map)?;
+    write("gid_map", gid_map)?;
+    File::open(at("ns/user"))
+}
+
 fn in_net(net: &File, addr: SocketAddr) -> io::Result<TcpListener> {
     in_netns_file(
         net.try_clone()?,
@@ -221,7 +240,7 @@ struct Holder {
 }
 
 impl Holder {
-    fn spawn() -> io::Result<Holder> {
+    fn spawn(flags: libc::c_int) -> io::Result<Holder> {
         extern "C" fn hold(parent: *mut libc::c_void) -> libc::c_int {
             // SAFETY: prctl, getppid and pause are async-signal-safe syscalls with no
             // memory arguments; nothing here allocates or takes a lock.
@@ -253,7 +272,7 @@ impl Holder {
             let pid = libc::clone(
                 hold,
                 top,
-                libc::CLONE_VM | libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::SIGCHLD,
+                libc::CLONE_VM | flags | libc::SIGCHLD,
                 parent as usize as *mut libc::c_void,
             );
             libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());

@@ -235,9 +235,23 @@ pub fn run_foreground(bundle: &Path, opts: &RunOptions) -> Result<i32, RuntimeEr
     annotations.insert(stale::OWNER_ANNOTATION.to_string(), stale::self_owner());
     let mut run = run;
     run.spec.set_annotations(Some(annotations));
+    let prepared_user = opts
+        .namespaces
+        .as_ref()
+        .filter(|ns| ns.fits(&run.spec))
+        .map(|ns| ns.user());
     if let Some(ns) = &opts.namespaces {
         join_prepared(&mut run, ns);
     }
+    // The sandbox's own mounts, made here in a private mount namespace of this thread,
+    // which the container's is cloned from; back to the thread's own once it is created.
+    let private_mounts = match crate::mounts::prepare(&mut run.spec, id, prepared_user) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = cleanup.finish();
+            return Err(e);
+        }
+    };
     let rootless =
         libcontainer::utils::rootless_required(&*libcontainer::syscall::syscall::create_syscall())
             .unwrap_or(true);
@@ -273,6 +287,7 @@ pub fn run_foreground(bundle: &Path, opts: &RunOptions) -> Result<i32, RuntimeEr
         opts,
         &signals,
         kill_after,
+        private_mounts,
     );
     // Signals keep being caught (and ignored) until clean-up is over.
     let cleaned = cleanup.finish();
@@ -307,6 +322,7 @@ fn join_prepared(run: &mut spec::RunSpec, ns: &crate::PreparedNamespaces) {
     run.new_netns = false;
 }
 
+#[allow(clippy::too_many_arguments)]
 fn create_start_wait(
     cleanup: &mut Cleanup,
     containers: &Path,
@@ -315,6 +331,7 @@ fn create_start_wait(
     opts: &RunOptions,
     signals: &SignalGuard,
     kill_after: Duration,
+    private_mounts: Option<crate::mounts::PrivateMounts>,
 ) -> Result<i32, RuntimeError> {
     let id = opts.container_id.as_str();
     let create_err = |source| RuntimeError::Create {
@@ -352,6 +369,8 @@ fn create_start_wait(
             .with_spec(run.spec.clone())
             .build()
     };
+    // The container's mount namespace holds the sandbox's mounts now.
+    drop(private_mounts);
     let mut container = built.map_err(create_err)?;
     let init_pid = container.pid().map(|p| p.as_raw());
     cleanup.init_pid = init_pid;

@@ -10,6 +10,11 @@ pub const SANDBOX_FILE: &str = "warden.json";
 /// namespace is its own, so the same port serves every sandbox.
 pub const PROXY_ADDR: &str = "127.0.0.1:3128";
 
+/// Spec annotation `<this><volume's host directory>` = the volume's ext4 image: warden's
+/// runtime mounts the image at the directory before binding it (other runtimes bind the
+/// directory as it is, without the size limit).
+pub const VOLUME_IMAGE_ANNOTATION: &str = "dev.warden.volume-image:";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxPlan {
     pub version: u32,
@@ -31,6 +36,16 @@ pub struct HostDir {
     pub path: String,
     pub uid: u32,
     pub gid: u32,
+    /// A tenant volume with a size: an ext4 image of this many bytes at `<path>.img`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+impl HostDir {
+    /// Where the volume's image lives, when it has a size.
+    pub fn image(&self) -> Option<String> {
+        self.size.map(|_| format!("{}.img", self.path))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,7 +41,10 @@ fn desired(out: &Out, path: &Path) -> Result<Vec<Desired>, Exit> {
         };
         let bundle =
             crate::commands::run::bundle_for(&s, &img.layout_dir, &img.tag, &img.manifest_digest)
-                .map_err(fail)?;
+                .map_err(|(exit, e)| {
+                eprintln!("error: {e}");
+                exit
+            })?;
         let parts = plan::parts(&s, &img.manifest_digest);
         out.push(Desired {
             want: Want::new(&s.name, parts),

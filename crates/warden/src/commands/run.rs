@@ -57,7 +57,7 @@ pub(crate) fn bundle_for(
     layout: &Path,
     tag: &str,
     digest: &str,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, (Exit, String)> {
     use std::hash::{Hash, Hasher};
     let config = s.config_json();
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -66,8 +66,14 @@ pub(crate) fn bundle_for(
         .join("bundles")
         .join(format!("{}-{:016x}", s.name, h.finish()));
     if !dir.join("config.json").exists() {
-        warden_image::unpack_bundle(layout, tag, &config, &dir)
-            .map_err(|e| format!("cannot unpack the bundle of `{}`: {e}", s.name))?;
+        warden_image::unpack_bundle(layout, tag, &config, &dir).map_err(|e| {
+            let exit = if e.is_user_error() {
+                Exit::User
+            } else {
+                Exit::Internal
+            };
+            (exit, format!("sandbox `{}`: {e}", s.name))
+        })?;
     }
     Ok(dir)
 }
@@ -87,8 +93,65 @@ pub(crate) fn make_host_dirs(s: &CompiledSandbox) -> Result<(), String> {
         })?;
         std::os::unix::fs::chown(path, Some(d.uid), Some(d.gid))
             .map_err(|e| format!("cannot chown `{}`: {}", d.path, project::io_msg(&e)))?;
+        if let (Some(image), Some(size)) = (d.image(), d.size) {
+            make_volume_image(Path::new(&image), size, d.uid, d.gid)?;
+        }
     }
     Ok(())
+}
+
+/// A tenant volume's ext4 image (`0600`, sparse), made once: the runtime mounts it at the
+/// volume's directory, so writing past `size` fails with `ENOSPC` in the sandbox.
+fn make_volume_image(image: &Path, size: u64, uid: u32, gid: u32) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    if let Ok(md) = std::fs::metadata(image) {
+        if md.size() != size {
+            return Err(format!(
+                "the volume image `{}` holds {} bytes but the file now says {size}; resizing a volume is planned, not built: remove the image (its data goes with it) or keep the old size",
+                image.display(),
+                md.size()
+            ));
+        }
+        return Ok(());
+    }
+    let tmp = image.with_extension("img.new");
+    let _ = std::fs::remove_file(&tmp);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot create `{}`: {}", tmp.display(), project::io_msg(&e)))?;
+    file.set_len(size)
+        .map_err(|e| format!("cannot size `{}`: {}", tmp.display(), project::io_msg(&e)))?;
+    drop(file);
+    let out = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-m", "0", "-E"])
+        .arg(format!("root_owner={uid}:{gid}"))
+        .arg(&tmp)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let failed = match out {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+        Err(e) => Some(format!(
+            "cannot run `mkfs.ext4` (Debian package `e2fsprogs`): {e}"
+        )),
+    };
+    if let Some(why) = failed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!(
+            "cannot make the volume image `{}`: {why}",
+            image.display()
+        ));
+    }
+    std::fs::rename(&tmp, image).map_err(|e| {
+        format!(
+            "cannot rename to `{}`: {}",
+            image.display(),
+            project::io_msg(&e)
+        )
+    })
 }
 
 pub fn run(
@@ -147,15 +210,18 @@ pub fn run(
         eprintln!("error: image `{}` was not built", s.plan.image);
         return Ok(Exit::Internal);
     };
-    let bundle = match bundle_for(s, &img.layout_dir, &img.tag, &img.manifest_digest)
-        .and_then(|b| make_host_dirs(s).map(|()| b))
-    {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(Exit::Internal);
-        }
-    };
+    let bundle =
+        match bundle_for(s, &img.layout_dir, &img.tag, &img.manifest_digest).and_then(|b| {
+            make_host_dirs(s)
+                .map(|()| b)
+                .map_err(|e| (Exit::Internal, e))
+        }) {
+            Ok(b) => b,
+            Err((exit, e)) => {
+                eprintln!("error: {e}");
+                return Ok(exit);
+            }
+        };
     let mut opts =
         warden_runtime::RunOptions::new(warden_runtime::new_container_id(&s.name), run_dir());
     if !command.is_empty() {
@@ -249,8 +315,12 @@ pub fn run(
     match result {
         Ok(code) => Ok(Exit::Code(code)),
         Err(e) => {
-            eprintln!("error: sandbox `{}`: {e}", s.name);
-            Ok(Exit::Internal)
+            eprintln!("error: sandbox `{}`: {}", s.name, e.chain());
+            Ok(if e.is_user_error() {
+                Exit::User
+            } else {
+                Exit::Internal
+            })
         }
     }
 }
