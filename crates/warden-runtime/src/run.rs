@@ -103,6 +103,12 @@ pub struct RunOptions {
     /// After forwarding a terminating signal, kill the init if it is still running after
     /// this long. Default: warden-init's grace period plus 2 s, or 10 s without warden-init.
     pub kill_after: Option<Duration>,
+    /// Give the sandbox a new pseudo-terminal as its stdin, stdout, stderr and
+    /// controlling terminal, relayed to `stdio.stdin` / `stdio.stdout` (the caller's own
+    /// when `None`), as [`crate::ExecOptions::tty`] does: the caller's terminal is in raw
+    /// mode while the sandbox runs and restored on every way out, and window size
+    /// changes follow.
+    pub tty: bool,
 }
 
 impl RunOptions {
@@ -119,6 +125,7 @@ impl RunOptions {
             after_exit: None,
             namespaces: None,
             kill_after: None,
+            tty: false,
         }
     }
 }
@@ -140,6 +147,7 @@ impl fmt::Debug for RunOptions {
             .field("after_exit", &self.after_exit.as_ref().map(|_| "<hook>"))
             .field("namespaces", &self.namespaces)
             .field("kill_after", &self.kill_after)
+            .field("tty", &self.tty)
             .finish()
     }
 }
@@ -345,14 +353,39 @@ fn create_start_wait(
         fd.try_clone()
             .map_err(|e| create_err(libcontainer::error::LibcontainerError::OtherIO(e)))
     };
-    if let Some(fd) = &opts.stdio.stdin {
-        builder = builder.with_stdin(dup(fd)?);
-    }
-    if let Some(fd) = &opts.stdio.stdout {
-        builder = builder.with_stdout(dup(fd)?);
-    }
-    if let Some(fd) = &opts.stdio.stderr {
-        builder = builder.with_stderr(dup(fd)?);
+    let input = opts
+        .stdio
+        .stdin
+        .as_ref()
+        .map_or(libc::STDIN_FILENO, |fd| fd.as_raw_fd());
+    let output = opts
+        .stdio
+        .stdout
+        .as_ref()
+        .map_or(libc::STDOUT_FILENO, |fd| fd.as_raw_fd());
+    let term_err = |source| RuntimeError::Terminal {
+        id: id.to_string(),
+        source,
+    };
+    // With a terminal, the container's init opens one in the sandbox's own `/dev/pts`
+    // (so `tty` inside names it) and sends its master here over a console socket, as
+    // runc and crun do.
+    let mut console = None;
+    if opts.tty {
+        let path = copy.join("console.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).map_err(term_err)?;
+        builder = builder.with_console_socket(Some(&path));
+        console = Some(listener);
+    } else {
+        if let Some(fd) = &opts.stdio.stdin {
+            builder = builder.with_stdin(dup(fd)?);
+        }
+        if let Some(fd) = &opts.stdio.stdout {
+            builder = builder.with_stdout(dup(fd)?);
+        }
+        if let Some(fd) = &opts.stdio.stderr {
+            builder = builder.with_stderr(dup(fd)?);
+        }
     }
     // Nothing to do between create and start (namespaces prepared, `lo` up, no hook):
     // the init runs the command as soon as it is set up, without waiting for a start
@@ -366,7 +399,11 @@ fn create_start_wait(
             .as_init(copy)
             .with_systemd(false)
             .with_start_at_once(at_once)
-            .with_spec(run.spec.clone())
+            .with_spec(if opts.tty {
+                with_terminal(run.spec.clone())
+            } else {
+                run.spec.clone()
+            })
             .build()
     };
     // The container's mount namespace holds the sandbox's mounts now.
@@ -425,7 +462,19 @@ fn create_start_wait(
             init_pid,
         });
     }
-    let code = wait_forwarding(id, init_pid, signals, kill_after)?;
+    let relay = match console {
+        Some(listener) => {
+            let master =
+                crate::tty::receive_master(&listener, &[input, output]).map_err(term_err)?;
+            Some(crate::tty::Relay::start(master, input, output).map_err(term_err)?)
+        }
+        None => None,
+    };
+    let code = wait_forwarding(id, init_pid, signals, kill_after);
+    if let Some(relay) = relay {
+        relay.finish();
+    }
+    let code = code?;
     cleanup.init_pid = None;
     if let Some(hook) = &opts.after_exit {
         hook();
@@ -599,6 +648,16 @@ impl Drop for Cleanup {
 /// directly (see [`replace_env`]).
 #[derive(Clone)]
 struct InitExecutor;
+
+/// The spec with `process.terminal` set: libcontainer's init then opens a terminal in the
+/// container and sends its master over the console socket.
+fn with_terminal(mut spec: Spec) -> Spec {
+    if let Some(mut p) = spec.process().clone() {
+        p.set_terminal(Some(true));
+        spec.set_process(Some(p));
+    }
+    spec
+}
 
 impl libcontainer::workload::Executor for InitExecutor {
     fn exec(

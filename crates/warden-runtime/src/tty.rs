@@ -86,6 +86,54 @@ fn set_window_size(master: RawFd, ws: &libc::winsize) {
     unsafe { libc::ioctl(master, libc::TIOCSWINSZ, ws) };
 }
 
+/// Accepts the container init's connection on `listener` and receives the master of the
+/// terminal it opened (`SCM_RIGHTS`); its window size becomes the first of `size_from`
+/// that is a terminal. Waits at most 10 s: the init sends it before the container counts
+/// as created.
+pub(crate) fn receive_master(
+    listener: &std::os::unix::net::UnixListener,
+    size_from: &[RawFd],
+) -> io::Result<OwnedFd> {
+    let mut fds = [pfd(listener.as_raw_fd(), libc::POLLIN)];
+    if poll(&mut fds, 10_000)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the container did not send its terminal",
+        ));
+    }
+    let (conn, _) = listener.accept()?;
+    let mut name = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: name.as_mut_ptr().cast(),
+        iov_len: name.len(),
+    };
+    // Room for one descriptor's control message, 8-aligned.
+    let mut cmsg = [0u64; 8];
+    // SAFETY: msghdr is plain data; every pointer in it refers to a live local buffer.
+    let fd = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cmsg);
+        if libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() || (*c).cmsg_level != libc::SOL_SOCKET || (*c).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(io::Error::other("the console socket carried no terminal"));
+        }
+        std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>())
+    };
+    // SAFETY: received just now, owned by nobody else.
+    let master = unsafe { OwnedFd::from_raw_fd(fd) };
+    if let Some(size) = size_from.iter().find_map(|&fd| window_size(fd)) {
+        set_window_size(master.as_raw_fd(), &size);
+    }
+    Ok(master)
+}
+
 /// Makes fd 0, the pseudo-terminal's slave, this process's controlling terminal. Runs in
 /// the tenant process right before the exec: system calls only.
 pub(crate) fn take_controlling_terminal() -> Result<(), String> {

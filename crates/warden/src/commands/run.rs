@@ -227,6 +227,10 @@ pub fn run(
     if !command.is_empty() {
         opts.args_override = Some(command);
     }
+    // From a terminal, the sandbox gets one of its own, relayed to the caller's.
+    // SAFETY: isatty only inspects the descriptors.
+    opts.tty =
+        unsafe { libc::isatty(libc::STDIN_FILENO) == 1 && libc::isatty(libc::STDOUT_FILENO) == 1 };
     // What `bundle_for` wrote to the bundle's config.json.
     opts.spec = Some(s.spec.clone());
     // Joined before the container is created: libcontainer clones this thread into the

@@ -2,6 +2,7 @@
 
 mod apply;
 mod egress;
+mod examples;
 mod lang;
 mod runtime;
 
