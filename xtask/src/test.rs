@@ -16,6 +16,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tinyproxy", "/usr/bin/tinyproxy"),
     ("iproute2", "/usr/sbin/ip"),
     ("util-linux", "/usr/bin/unshare"),
+    ("e2fsprogs", "/usr/sbin/mkfs.ext4"),
     ("bsdutils", "/usr/bin/script"),
     ("perl-base", "/usr/bin/perl"),
     ("python3", "/usr/bin/python3"),

@@ -21,7 +21,7 @@ use warden_lang::Model;
 use warden_lang::model::Sandbox;
 use warden_wire::WIRE_VERSION;
 use warden_wire::init::{INIT_CONFIG_ENV, INIT_PATH, InitConfig, Landlock, LandlockMode};
-use warden_wire::sandbox::{PROXY_ADDR, VOLUME_IMAGE_ANNOTATION};
+use warden_wire::sandbox::{PROXY_ADDR, VOLUME_ANNOTATION};
 use warden_wire::seccomp::{DEFAULT_DENY, Denied, SeccompRule};
 
 /// Paths under /proc and /sys the sandbox cannot read (bind-mounted over with nothing).
@@ -535,13 +535,13 @@ pub(crate) fn spec(
                 .volumes
                 .iter()
                 .any(|tv| tv.name == v.volume && tv.size.is_some());
-            if sized {
-                let dir = volume_path(opts, &t.name, &v.volume);
-                annotations.insert(
-                    format!("{VOLUME_IMAGE_ANNOTATION}{dir}"),
-                    format!("{dir}.img"),
-                );
-            }
+            let dir = volume_path(opts, &t.name, &v.volume);
+            let image = if sized {
+                format!("{dir}.img")
+            } else {
+                String::new()
+            };
+            annotations.insert(format!("{VOLUME_ANNOTATION}{dir}"), image);
         }
     }
 

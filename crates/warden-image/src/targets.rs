@@ -18,6 +18,8 @@ pub struct MountPoint {
     pub destination: String,
     /// The host path of a bind mount; `None` for every other kind.
     pub bind_source: Option<PathBuf>,
+    /// A tenant volume: its directory is made when the sandbox starts.
+    pub volume: bool,
 }
 
 /// The mounts of a bundle config (`config.json` text).
@@ -27,6 +29,16 @@ pub fn mount_points(config_json: &str) -> Result<Vec<MountPoint>, String> {
     let Some(mounts) = v.get("mounts").and_then(|m| m.as_array()) else {
         return Ok(Vec::new());
     };
+    // Tenant volumes: made by warden when the sandbox starts.
+    let volumes: Vec<&str> = v
+        .get("annotations")
+        .and_then(|a| a.as_object())
+        .map(|a| {
+            a.keys()
+                .filter_map(|k| k.strip_prefix(warden_wire::sandbox::VOLUME_ANNOTATION))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut out = Vec::with_capacity(mounts.len());
     for m in mounts {
         let Some(destination) = m.get("destination").and_then(|d| d.as_str()) else {
@@ -40,11 +52,12 @@ pub fn mount_points(config_json: &str) -> Result<Vec<MountPoint>, String> {
                         .any(|o| matches!(o.as_str(), Some("bind" | "rbind")))
                 });
         let bind_source = is_bind
-            .then(|| m.get("source").and_then(|s| s.as_str()).map(PathBuf::from))
+            .then(|| m.get("source").and_then(|s| s.as_str()))
             .flatten();
         out.push(MountPoint {
             destination: destination.to_string(),
-            bind_source,
+            bind_source: bind_source.map(PathBuf::from),
+            volume: bind_source.is_some_and(|s| volumes.contains(&s)),
         });
     }
     Ok(out)
@@ -62,7 +75,7 @@ pub fn is_below(path: &str, dir: &str) -> bool {
 /// host's root, which the sandbox sees as its own root). A symlink on the way is refused:
 /// a mount point must be where the file says, not where the image points.
 pub fn make_mount_points(rootfs: &Path, mounts: &[MountPoint]) -> Result<(), ImageError> {
-    for m in mounts {
+    for m in mounts.iter().filter(|m| !m.volume) {
         if let Some(src) = &m.bind_source {
             if fs::symlink_metadata(src).is_err() {
                 return Err(ImageError::BindSource {
@@ -171,6 +184,7 @@ mod tests {
         MountPoint {
             destination: dest.into(),
             bind_source: src.map(Path::to_path_buf),
+            volume: false,
         }
     }
 

@@ -31,7 +31,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::{LinuxIdMapping, Mount, Spec};
-use warden_wire::sandbox::VOLUME_IMAGE_ANNOTATION;
+use warden_wire::sandbox::VOLUME_ANNOTATION;
 
 use crate::error::RuntimeError;
 
@@ -187,10 +187,8 @@ pub(crate) fn prepare(
         .iter()
         .flatten()
         .filter_map(|(k, v)| {
-            Some((
-                k.strip_prefix(VOLUME_IMAGE_ANNOTATION)?.to_string(),
-                PathBuf::from(v),
-            ))
+            let dir = k.strip_prefix(VOLUME_ANNOTATION)?;
+            (!v.is_empty()).then(|| (dir.to_string(), PathBuf::from(v)))
         })
         .collect();
     let mut planned = Vec::new();

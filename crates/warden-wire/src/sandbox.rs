@@ -10,10 +10,12 @@ pub const SANDBOX_FILE: &str = "warden.json";
 /// namespace is its own, so the same port serves every sandbox.
 pub const PROXY_ADDR: &str = "127.0.0.1:3128";
 
-/// Spec annotation `<this><volume's host directory>` = the volume's ext4 image: warden's
-/// runtime mounts the image at the directory before binding it (other runtimes bind the
-/// directory as it is, without the size limit).
-pub const VOLUME_IMAGE_ANNOTATION: &str = "dev.warden.volume-image:";
+/// Spec annotation `<this><volume's host directory>` on every tenant volume: the value is
+/// the volume's ext4 image when it has a size (warden's runtime mounts the image at the
+/// directory before binding it; other runtimes bind the directory as it is, without the
+/// size limit), else empty. The directory itself is made by warden when the sandbox
+/// starts, so a bundle may name it before it exists.
+pub const VOLUME_ANNOTATION: &str = "dev.warden.volume:";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxPlan {

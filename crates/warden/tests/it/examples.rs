@@ -218,7 +218,7 @@ print(\"egress:\", \"upstream-ok\" in d.decode(\"latin1\"))'",
                 "/usr/bin/node -e 'const s=require(\"net\").connect(3128,\"127.0.0.1\");let d=\"\",t={tunnel},sent=false;\
 s.on(\"connect\",()=>s.write(\"{request}\"));\
 s.on(\"data\",c=>{{d+=c.toString(\"latin1\");if(t&&!sent&&d.includes(\"\\r\\n\\r\\n\")){{sent=true;d=\"\";s.write(\"GET / HTTP/1.0\\r\\n\\r\\n\")}}}});\
-s.on(\"close\",()=>console.log(\"egress:\",d.includes(\"upstream-ok\")?\"True\":\"False\"));\
+s.on(\"close\",()=>{{console.log(\"egress:\",d.includes(\"upstream-ok\")?\"True\":\"False\");process.exit(0)}});\
 setTimeout(()=>{{console.log(\"egress: timeout\");process.exit(1)}},10000)'"
             )),
         };
@@ -252,7 +252,7 @@ threading.Event().wait()
 "#;
 
 /// `cmd` run in a network and mount namespace of its own, where `names` resolve to the
-/// test host `UPSTREAM` (served there by `UPSTREAM_PY`).
+/// test host `UPSTREAM` (an address of that namespace's `lo`, served by `UPSTREAM_PY`).
 fn in_test_network(dir: &Path, names: &[&str], cmd: &Command) -> Command {
     let hosts = dir.join("hosts");
     let mut text = String::from("127.0.0.1 localhost\n");
@@ -265,8 +265,7 @@ fn in_test_network(dir: &Path, names: &[&str], cmd: &Command) -> Command {
     let ready = dir.join("upstream.ready");
     let _ = std::fs::remove_file(&ready);
     let script = format!(
-        "set -e; ip link set lo up; ip link add t0 type dummy; ip addr add {UPSTREAM}/32 dev t0; \
-         ip link set t0 up; mount --bind {hosts} /etc/hosts; \
+        "set -e; ip link set lo up; ip addr add {UPSTREAM}/32 dev lo; mount --bind {hosts} /etc/hosts; \
          /usr/bin/python3 {upstream} {UPSTREAM} {ready} & \
          i=0; while [ ! -e {ready} ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; \
          set +e; \"$@\"; rc=$?; kill $! 2>/dev/null; exit $rc",
