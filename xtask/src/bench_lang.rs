@@ -92,6 +92,7 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
     let warden = release_warden()?;
     let mut examples: Vec<PathBuf> = std::fs::read_dir(workspace().join("examples"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "kdl"))
         .collect();
     examples.sort_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
     let largest = examples.last().context("no examples")?;

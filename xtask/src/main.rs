@@ -6,6 +6,7 @@ mod bench_image;
 mod bench_lang;
 mod bench_run;
 mod test;
+mod third_party;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,9 +35,13 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         "test" => test::run(rest),
+        "third-party" => third_party::verify(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+            &std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+        ),
         _ => {
             println!(
-                "usage: cargo xtask test | cargo xtask bench [all|lang|image|run|egress|apply]"
+                "usage: cargo xtask test | cargo xtask third-party | cargo xtask bench [all|lang|image|run|egress|apply]"
             );
             Ok(())
         }

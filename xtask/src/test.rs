@@ -68,6 +68,9 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
         )?;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("==> third_party: each vendored crate is its release plus its patches");
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    crate::third_party::verify(&workspace, &cargo)?;
     step(
         "cargo fmt --check",
         Command::new(&cargo).args(["fmt", "--all", "--", "--check"]),

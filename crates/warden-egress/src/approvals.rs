@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -137,11 +138,21 @@ fn write_file(state_dir: &Path, map: &BTreeMap<String, Approval>) -> io::Result<
     text.push('\n');
     let tmp: PathBuf = state_dir.join(format!(".{APPROVALS_FILE}.{}.tmp", std::process::id()));
     {
-        let mut f = File::create(&tmp)?;
+        let mut f = private_file(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
     fs::rename(&tmp, state_dir.join(APPROVALS_FILE))
+}
+
+/// A new file readable by root only (truncated if it exists).
+fn private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// An exclusive advisory lock on `approvals.lock`, released on drop.
@@ -150,6 +161,7 @@ fn lock(state_dir: &Path) -> io::Result<File> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(state_dir.join(LOCK_FILE))?;
     f.lock()?;
     Ok(f)
@@ -274,7 +286,7 @@ impl ApprovalStore {
         if !self.dirty.swap(false, Ordering::AcqRel) && !force {
             return Ok(());
         }
-        fs::create_dir_all(&self.dir)?;
+        crate::private_dir(&self.dir)?;
         let _lock = lock(&self.dir)?;
         let disk = read_file(&self.dir);
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());

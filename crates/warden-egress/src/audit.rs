@@ -10,6 +10,7 @@ use crate::approvals::ApprovalStore;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write as _};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -82,7 +83,7 @@ impl Recorder {
         limits: AuditLimits,
         approvals: Arc<ApprovalStore>,
     ) -> io::Result<Recorder> {
-        fs::create_dir_all(dir)?;
+        crate::private_dir(dir)?;
         let (tx, rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let mut log = AuditFile::open(dir.to_path_buf(), limits)?;
@@ -201,6 +202,7 @@ impl AuditFile {
         let f = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(dir.join(AUDIT_FILE))?;
         let size = f.metadata()?.len();
         Ok(AuditFile {
@@ -244,6 +246,7 @@ impl AuditFile {
         let f = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(self.dir.join(AUDIT_FILE))?;
         self.out = BufWriter::with_capacity(64 * 1024, f);
         self.size = 0;

@@ -187,7 +187,7 @@ impl ProxyState {
             path: config.state_dir.clone(),
             source,
         };
-        std::fs::create_dir_all(&config.state_dir).map_err(dir_err)?;
+        private_dir(&config.state_dir).map_err(dir_err)?;
         let approvals = Arc::new(ApprovalStore::open(&config.state_dir));
         let limits = AuditLimits {
             max_bytes: config.audit_max_bytes,
@@ -388,4 +388,15 @@ pub fn spawn(
         stop: Some(tx),
         task,
     })
+}
+
+/// Makes `dir` (and missing parents) readable by root only: a sandbox's approvals and
+/// audit are no other tenant's business.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }

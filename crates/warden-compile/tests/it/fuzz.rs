@@ -144,7 +144,10 @@ fn no_input_panics() {
     let mut seeds: Vec<Vec<u8>> = Vec::new();
     for d in ["examples", "layouts"] {
         for e in std::fs::read_dir(root.join(d)).unwrap() {
-            seeds.push(std::fs::read(e.unwrap().path()).unwrap());
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "kdl") {
+                seeds.push(std::fs::read(p).unwrap());
+            }
         }
     }
     for e in std::fs::read_dir(root.join("crates/warden-lang/tests/invalid")).unwrap() {

@@ -292,9 +292,11 @@ impl Engine<'_> {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find the warden binary: {e}"))?;
         let log_path = self.paths.supervisor_dir(name).join("supervisor.log");
+        use std::os::unix::fs::OpenOptionsExt;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&log_path)
             .map_err(|e| format!("cannot open `{}`: {e}", log_path.display()))?;
         let mut cmd = std::process::Command::new(&exe);

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Default size of one log file before it is rotated.
@@ -23,6 +24,7 @@ impl RotatingLog {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)?;
         let size = file.metadata()?.len();
         Ok(Self {
@@ -54,6 +56,7 @@ impl RotatingLog {
             self.file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&self.path)?;
         }
         self.size = 0;

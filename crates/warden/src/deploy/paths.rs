@@ -113,14 +113,7 @@ impl Paths {
 
 /// Create `dir` (and parents) with mode 0700: supervisors' sockets and launch files are
 /// for root only.
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
+pub use warden_egress::private_dir;
 
 /// Write `bytes` to `path` through a temp file in the same directory, fsynced, then
 /// renamed over: readers see the old or the new content, never a mix, even after a crash.

@@ -195,7 +195,7 @@ fn supervise(launch_path: &Path, ready: &mut Option<File>) -> Result<(), String>
         ),
         None => None,
     };
-    std::fs::create_dir_all(&launch.logs_dir)
+    super::paths::private_dir(&launch.logs_dir)
         .map_err(|e| format!("cannot create `{}`: {e}", launch.logs_dir.display()))?;
 
     let shared = Arc::new(Shared {

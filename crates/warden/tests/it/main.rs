@@ -4,6 +4,7 @@ mod apply;
 mod egress;
 mod examples;
 mod lang;
+mod mounts;
 mod runtime;
 
 use std::path::{Path, PathBuf};
