@@ -170,7 +170,7 @@ pub fn explain(model: &Model, compiled: &Compiled) -> Explanation {
                     .push(format!("prompts containing {} {act}", dets.join(", ")));
             }
             e.inference.push(
-                "provider keys stay with the router; the sandbox never sees them".to_string(),
+                "provider keys are never put into the sandbox; the router that serves these routes at run time is planned, not built (today they are checked by `warden test`)".to_string(),
             );
         }
         if s.user == 0 {
