@@ -111,43 +111,73 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
         measure(&dir, &state, &cmd, runs, &[])
     } else {
-        // The real thing: `warden run examples/quickstart.kdl -- /bin/true` against crun and
-        // runc on the bundle `warden build` makes from the same file.
+        // The real thing: `warden run FILE -- /bin/true` against crun and runc on the
+        // bundle `warden build` makes from the same file; for the quickstart example and
+        // for a sandbox of the solo layout (workspace bind, tmpfs, Landlock).
         let warden = crate::bench_lang::release_warden()?;
         let example = crate::bench_lang::workspace().join("examples/quickstart.kdl");
-        let cache = dir.join("cache");
-        let out = Command::new(&warden)
-            .arg("build")
-            .arg(&example)
-            .arg("--out")
-            .arg(dir.join("out"))
-            .env("WARDEN_CACHE_DIR", &cache)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "warden build failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let solo_dir = dir.join("solo");
+        std::fs::create_dir_all(solo_dir.join("workspace"))?;
+        let solo = solo_dir.join("warden.kdl");
+        std::fs::write(
+            &solo,
+            "layout \"solo\"\n\nimage \"base\" {\n    from-host \"/bin/sh\" \"/bin/true\"\n}\n\nsandbox \"agent\" {\n    image \"base\"\n    command \"/bin/true\"\n}\n",
+        )?;
+        let mut result = Ok(());
+        for (label, file, sandbox) in [
+            ("quickstart example", example, "hello"),
+            (
+                "solo layout (workspace bind, tmpfs, Landlock)",
+                solo,
+                "agent",
+            ),
+        ] {
+            println!("{label}:");
+            result = result.and_then(|()| bench_file(&warden, &file, sandbox, &dir, &state, runs));
         }
-        let bundle = dir.join("out/bundles/hello");
-        let config = bundle.join("config.json");
-        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&config)?)?;
-        v["process"]["args"] = serde_json::json!(["/.warden/init", "--", "/bin/true"]);
-        std::fs::write(&config, serde_json::to_vec_pretty(&v)?)?;
-        let cmd = format!(
-            "{} run {} -- /bin/true",
-            warden.display(),
-            example.display()
-        );
-        let env = [
-            ("WARDEN_CACHE_DIR", cache.display().to_string()),
-            ("WARDEN_RUN_DIR", state.join("warden").display().to_string()),
-            ("WARDEN_STATE_DIR", dir.join("state").display().to_string()),
-        ];
-        measure(&bundle, &state, &cmd, runs, &env)
+        result
     };
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// `warden run FILE -- /bin/true` against crun and runc on the bundle `warden build`
+/// makes from `file` for `sandbox`.
+fn bench_file(
+    warden: &Path,
+    file: &Path,
+    sandbox: &str,
+    dir: &Path,
+    state: &Path,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let cache = dir.join("cache");
+    let out_dir = dir.join("out").join(sandbox);
+    let out = Command::new(warden)
+        .arg("build")
+        .arg(file)
+        .arg("--out")
+        .arg(&out_dir)
+        .env("WARDEN_CACHE_DIR", &cache)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "warden build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let bundle = out_dir.join("bundles").join(sandbox);
+    let config = bundle.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&config)?)?;
+    v["process"]["args"] = serde_json::json!(["/.warden/init", "--", "/bin/true"]);
+    std::fs::write(&config, serde_json::to_vec_pretty(&v)?)?;
+    let cmd = format!("{} run {} -- /bin/true", warden.display(), file.display());
+    let env = [
+        ("WARDEN_CACHE_DIR", cache.display().to_string()),
+        ("WARDEN_RUN_DIR", state.join("warden").display().to_string()),
+        ("WARDEN_STATE_DIR", dir.join("state").display().to_string()),
+    ];
+    measure(&bundle, state, &cmd, runs, &env)
 }
 
 fn measure(

@@ -91,9 +91,17 @@ fn cpuset_cgroups_nested_below_new_parents_get_the_root_cpus_and_mems() {
     let _ = child.wait();
     let _ = manager.remove();
     // The manager made `/<top>/a/b` in every hierarchy.
-    for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+    for h in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let h = h.path();
-        for d in [h.join(&top).join("a/b"), h.join(&top).join("a"), h.join(&top)] {
+        for d in [
+            h.join(&top).join("a/b"),
+            h.join(&top).join("a"),
+            h.join(&top),
+        ] {
             let _ = std::fs::remove_dir(d);
         }
     }
