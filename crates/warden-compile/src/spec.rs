@@ -106,8 +106,8 @@ impl Shared {
                 {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
                 {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
                 {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-                {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+                // No /dev/shm unless the file asks (`shm`), no /dev/mqueue: nothing writable
+                // that the file does not name.
                 // Read-only sysfs; no /sys/fs/cgroup mount at all (libcontainer would mount it
                 // writable on cgroup v1, letting root in the sandbox raise its own limits).
                 {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
@@ -153,6 +153,18 @@ fn host_path(opts: &CompileOptions, base: &str, p: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// Device nodes every sandbox may open for writing (Landlock); nothing else in `/dev` is.
+pub const WRITABLE_DEVICES: &[&str] = &[
+    "/dev/full",
+    "/dev/null",
+    "/dev/ptmx",
+    "/dev/pts",
+    "/dev/random",
+    "/dev/tty",
+    "/dev/urandom",
+    "/dev/zero",
+];
+
 pub(crate) fn init_config(s: &Sandbox, shared: &Shared) -> InitConfig {
     let fs = &s.filesystem;
     let mut read_write: Vec<String> =
@@ -165,9 +177,12 @@ pub(crate) fn init_config(s: &Sandbox, shared: &Shared) -> InitConfig {
             .filter(|v| v.writable)
             .map(|v| v.at.clone()),
     );
-    // Device nodes such as /dev/null and /dev/pts are written by nearly every program;
-    // /dev itself is a root-owned tmpfs the sandbox user cannot add files to.
-    read_write.push("/dev".to_string());
+    // The device nodes programs write (and terminals: `/dev/tty`, new ones through
+    // `/dev/ptmx` in `/dev/pts`); the rest of `/dev` stays read-only.
+    read_write.extend(WRITABLE_DEVICES.iter().map(|d| d.to_string()));
+    if fs.shm.is_some() {
+        read_write.push("/dev/shm".to_string());
+    }
     read_write.sort();
     read_write.dedup();
     InitConfig {
@@ -425,6 +440,22 @@ fn mounts(s: &Sandbox, opts: &CompileOptions, shared: &Shared) -> Vec<Mount> {
     let mut mounts =
         Vec::with_capacity(shared.mounts.len() + fs.read_write.len() + fs.binds.len() + volumes);
     mounts.extend_from_slice(&shared.mounts);
+    if let Some(shm) = fs.shm {
+        let options = [
+            "nosuid",
+            "nodev",
+            "noexec",
+            "mode=1777",
+            &format!("size={shm}"),
+        ]
+        .map(String::from);
+        mounts.push(mount(
+            "/dev/shm".into(),
+            "tmpfs",
+            "shm".into(),
+            options.into(),
+        ));
+    }
     let size = format!("size={}", fs.tmpfs_size);
     for p in &fs.read_write {
         let options = ["nosuid", "nodev", "mode=1777", &size].map(String::from);

@@ -22,7 +22,7 @@ pub struct MountPoint {
     pub volume: bool,
 }
 
-/// The mounts of a bundle config (`config.json` text).
+/// The mounts of a bundle config (`config.json` text), and its working directory.
 pub fn mount_points(config_json: &str) -> Result<Vec<MountPoint>, String> {
     let v: serde_json::Value =
         serde_json::from_str(config_json).map_err(|e| format!("invalid config: {e}"))?;
@@ -59,6 +59,20 @@ pub fn mount_points(config_json: &str) -> Result<Vec<MountPoint>, String> {
             bind_source: bind_source.map(PathBuf::from),
             volume: bind_source.is_some_and(|s| volumes.contains(&s)),
         });
+    }
+    // The working directory must exist too (libcontainer changes into it); it is made
+    // like a mount point unless a mount provides it.
+    if let Some(cwd) = v.pointer("/process/cwd").and_then(|c| c.as_str()) {
+        if !out
+            .iter()
+            .any(|m| m.destination == cwd || is_below(cwd, &m.destination))
+        {
+            out.push(MountPoint {
+                destination: cwd.to_string(),
+                bind_source: None,
+                volume: false,
+            });
+        }
     }
     Ok(out)
 }

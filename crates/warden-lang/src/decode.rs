@@ -45,7 +45,14 @@ const IMAGE: &[&str] = &[
     "env",
     "workdir",
 ];
-const FILESYSTEM: &[&str] = &["read-write", "bind", "volume", "tmpfs-size", "landlock"];
+const FILESYSTEM: &[&str] = &[
+    "read-write",
+    "bind",
+    "volume",
+    "tmpfs-size",
+    "shm",
+    "landlock",
+];
 const EGRESS: &[&str] = &["allow", "deny", "http", "idle-timeout", "test"];
 const INFERENCE: &[&str] = &["route", "privacy", "test"];
 const TENANT: &[&str] = &["sandboxes", "users", "volume", "role"];
@@ -733,6 +740,7 @@ fn sandbox(
         workdir: defaults::WORKDIR.into(),
         filesystem: Filesystem {
             tmpfs_size: defaults::TMPFS_SIZE,
+            shm: None,
             ..Filesystem::default()
         },
         limits: Limits {
@@ -1134,6 +1142,18 @@ fn filesystem(cx: &mut Cx, n: &N<'_>, base: &str, fs: &mut Filesystem, tenant: O
                 if let Some((sz, sp)) = name_arg(cx, &c, "a size such as \"64MiB\"") {
                     match parse_size(&sz) {
                         Ok(b) => fs.tmpfs_size = b,
+                        Err(e) => cx.push(c.diag("warden::size", sp, e, "not a size").help(
+                            "write e.g. \"64MiB\" or \"1GiB\" (KiB, MiB, GiB, TiB; KB, MB, GB, TB)",
+                        )),
+                    }
+                }
+            }
+            "shm" => {
+                c.check_props(cx, &[]);
+                c.no_children(cx);
+                if let Some((sz, sp)) = name_arg(cx, &c, "a size such as \"64MiB\"") {
+                    match parse_size(&sz) {
+                        Ok(b) => fs.shm = Some(b),
                         Err(e) => cx.push(c.diag("warden::size", sp, e, "not a size").help(
                             "write e.g. \"64MiB\" or \"1GiB\" (KiB, MiB, GiB, TiB; KB, MB, GB, TB)",
                         )),

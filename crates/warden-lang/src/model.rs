@@ -97,6 +97,8 @@ pub struct Filesystem {
     /// Writable tmpfs mounts (everything else is read-only).
     pub read_write: Vec<String>,
     pub tmpfs_size: u64,
+    /// A writable tmpfs at `/dev/shm` of this size (POSIX shared memory); none without.
+    pub shm: Option<u64>,
     pub binds: Vec<Bind>,
     pub volumes: Vec<VolumeMount>,
     pub landlock: Option<LandlockMode>,

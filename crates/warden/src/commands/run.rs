@@ -51,6 +51,9 @@ fn pick<'a>(
     }
 }
 
+/// Version of what [`bundle_for`] puts into a bundle besides the image's layers.
+const BUNDLE_FORMAT: &str = concat!(env!("CARGO_PKG_VERSION"), "/2");
+
 /// A bundle for this sandbox and image, unpacked once and reused while neither changes.
 pub(crate) fn bundle_for(
     s: &CompiledSandbox,
@@ -61,7 +64,9 @@ pub(crate) fn bundle_for(
     use std::hash::{Hash, Hasher};
     let config = s.config_json();
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (digest, &config).hash(&mut h);
+    // What the unpacking adds to a bundle (mount points, the working directory) changes
+    // with warden: a bundle made by another version is made again.
+    (BUNDLE_FORMAT, digest, &config).hash(&mut h);
     let dir = crate::commands::build::cache_dir()
         .join("bundles")
         .join(format!("{}-{:016x}", s.name, h.finish()));

@@ -372,3 +372,65 @@ fn run_from_a_terminal_gives_the_sandbox_a_terminal_of_its_own() {
     // The caller's terminal is as it was before (warden had it in raw mode meanwhile).
     assert_eq!(term.settings(), term.initial);
 }
+
+/// Every directory of the sandbox (each mount point of `/proc/self/mountinfo` and every
+/// directory below `/` outside `/proc` and `/sys`) where the sandbox's user can create a
+/// file, found from inside.
+fn writable_dirs(env: &Env, file: &Path, sandbox: &str) -> Vec<String> {
+    let script = "{ busybox find / \\( -path /proc -o -path /sys \\) -prune -o -type d -print 2>/dev/null; \
+                  busybox cut -d' ' -f5 /proc/self/mountinfo; echo /proc; echo /sys; } | busybox sort -u | \
+                  while read d; do if busybox touch \"$d/.warden-w\" 2>/dev/null; then echo \"$d\"; busybox rm -f \"$d/.warden-w\"; fi; done";
+    let (code, out, err) = sh(env, file, sandbox, script);
+    assert_eq!(
+        code,
+        0,
+        "{err} {} {script}",
+        std::fs::read_to_string(file).unwrap()
+    );
+    out.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn the_writable_places_of_strict_and_solo_sandboxes_are_exactly_the_declared_ones() {
+    let env = Env::new();
+    std::fs::create_dir(env.dir.path().join("workspace")).unwrap();
+    std::os::unix::fs::chown(env.dir.path().join("workspace"), Some(4242), Some(4242)).unwrap();
+    for (layout, want) in [
+        ("strict", vec!["/sandbox", "/tmp"]),
+        ("solo", vec!["/sandbox/home", "/sandbox/workspace", "/tmp"]),
+    ] {
+        let file = env.dir.path().join(format!("{layout}.kdl"));
+        std::fs::write(
+            &file,
+            format!(
+                "layout \"{layout}\"\n\n{IMAGE}\nsandbox \"w\" {{\n    image \"bb\"\n    command \"/bin/busybox\" \"true\"\n}}\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(writable_dirs(&env, &file, "w"), want, "layout {layout}");
+    }
+    // `/dev/shm` exists and is writable only when the file asks for it.
+    let file = env.dir.path().join("shm.kdl");
+    std::fs::write(
+        &file,
+        format!(
+            "layout \"strict\"\n\n{IMAGE}\nsandbox \"w\" {{\n    image \"bb\"\n    command \"/bin/busybox\" \"true\"\n    filesystem {{\n        read-write \"/tmp\"\n        shm \"8MiB\"\n    }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    assert_eq!(writable_dirs(&env, &file, "w"), vec!["/dev/shm", "/tmp"]);
+    // The device nodes programs need are still writable.
+    let strict = env.dir.path().join("strict.kdl");
+    let (code, out, err) = sh(
+        &env,
+        &strict,
+        "w",
+        "for d in null zero full random urandom; do echo x > /dev/$d 2>/dev/null && echo $d; done; \
+         busybox ls /dev/shm /dev/mqueue 2>/dev/null || echo no-shm-no-mqueue",
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "null\nzero\nrandom\nurandom\nno-shm-no-mqueue\n"),
+        "{err}"
+    );
+}
