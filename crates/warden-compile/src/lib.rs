@@ -182,6 +182,8 @@ pub(crate) fn inference_policy(model: &Model, s: &Sandbox) -> Option<inference::
                 api: p.api,
                 endpoint: p.endpoint.clone(),
                 key_env: p.key_env.clone(),
+                key_file: None,
+                ca: None,
             })
             .collect(),
         routes: inf
@@ -190,6 +192,8 @@ pub(crate) fn inference_policy(model: &Model, s: &Sandbox) -> Option<inference::
             .map(|r| inference::Route {
                 model: r.model.clone(),
                 provider: r.provider.clone(),
+                model_rewrite: None,
+                fallback: Vec::new(),
             })
             .collect(),
         privacy: inf
@@ -200,6 +204,9 @@ pub(crate) fn inference_policy(model: &Model, s: &Sandbox) -> Option<inference::
                 action: p.action.clone(),
             })
             .collect(),
+        idle_timeout_secs: None,
+        requests_per_minute: None,
+        tokens_per_minute: None,
     })
 }
 

@@ -6,6 +6,7 @@
 //! The evaluation functions live beside the types so that `warden test` and the
 //! enforcing components can never disagree about what a rule means.
 
+pub mod detect;
 pub mod egress;
 pub mod image;
 pub mod inference;
@@ -108,7 +109,10 @@ mod tests {
         assert!(!glob_match("/x", "/x/y"));
         // An earlier `**` survives a later `*`.
         assert!(glob_match("/api/**/file*.json", "/api/a/file/b/file1.json"));
-        assert!(!glob_match("/api/**/file*.json", "/api/a/file/b/file1/x.json"));
+        assert!(!glob_match(
+            "/api/**/file*.json",
+            "/api/a/file/b/file1/x.json"
+        ));
     }
 
     /// The definition, written as plainly as possible.
