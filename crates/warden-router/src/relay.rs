@@ -134,18 +134,15 @@ impl Relay {
                     let deadline = tokio::time::Instant::now() + self.idle_after;
                     self.idle.as_mut().reset(deadline);
                 }
+                // A body of known length may be dropped by the server as soon as its
+                // last byte is out, without asking for the end: complete it now.
+                if self.inner.is_end_stream() {
+                    self.complete();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
-                if let Scan::Json(buf) = &self.scan
-                    && let Ok(v) = serde_json::from_slice::<serde_json::Value>(buf)
-                {
-                    self.usage.take(&v);
-                }
-                if let Some((sender, up)) = self.conn.take() {
-                    up.release(sender);
-                }
-                self.finish(None);
+                self.complete();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
@@ -166,6 +163,22 @@ impl Relay {
                 Poll::Pending
             }
         }
+    }
+
+    /// The answer was read to its end: usage, connection back to the pool, event.
+    fn complete(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Scan::Json(buf) = &self.scan
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(buf)
+        {
+            self.usage.take(&v);
+        }
+        if let Some((sender, up)) = self.conn.take() {
+            up.release(sender);
+        }
+        self.finish(None);
     }
 
     fn observe(&mut self, data: &Bytes) {

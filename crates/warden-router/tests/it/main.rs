@@ -1,1 +1,4 @@
-
+mod privacy;
+mod routing;
+mod streaming;
+mod support;
