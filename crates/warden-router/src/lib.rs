@@ -482,10 +482,19 @@ impl Router {
     ) -> io::Result<(Response<Incoming>, upstream::Sender)> {
         let req = || upstream_request(up, parts, body.clone());
         let deadline = self.config.first_byte_timeout;
+        let timed_out = || {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {} s", deadline.as_secs()),
+            )
+        };
         if let Some(mut s) = up.pooled() {
             let r = req()?;
-            if let Ok(Ok(resp)) = tokio::time::timeout(deadline, s.send_request(r)).await {
-                return Ok((resp, s));
+            match tokio::time::timeout(deadline, s.send_request(r)).await {
+                Ok(Ok(resp)) => return Ok((resp, s)),
+                // Closed by the provider while idle: a fresh connection below.
+                Ok(Err(_)) => {}
+                Err(_) => return Err(timed_out()),
             }
         }
         let mut s = up.connect(self.config.connect_timeout).await?;
@@ -493,10 +502,7 @@ impl Router {
         match tokio::time::timeout(deadline, s.send_request(r)).await {
             Ok(Ok(resp)) => Ok((resp, s)),
             Ok(Err(e)) => Err(io::Error::other(e)),
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer within {} s", deadline.as_secs()),
-            )),
+            Err(_) => Err(timed_out()),
         }
     }
 

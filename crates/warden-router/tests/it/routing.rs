@@ -193,6 +193,33 @@ async fn fallback_follows_a_refused_connection_and_a_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_follows_a_provider_silent_past_the_first_byte_timeout() {
+    let silent = mock(|_| Reply::Silent).await;
+    let good = mock(|_| ok_message()).await;
+    let mut rt = route("*", "silent");
+    rt.fallback = vec!["good".into()];
+    let config = RouterConfig {
+        first_byte_timeout: std::time::Duration::from_millis(300),
+        ..RouterConfig::default()
+    };
+    let mut r = start_with(
+        policy(
+            vec![
+                provider("silent", Api::Anthropic, &silent.url("http")),
+                provider("good", Api::Anthropic, &good.url("http")),
+            ],
+            vec![rt],
+            vec![],
+        ),
+        config,
+    );
+    let (status, _, answer) = messages(r.addr(), "claude-x", "hi").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((silent.seen().len(), good.seen().len()), (1, 1));
+    assert_eq!(r.event().await.attempts, vec!["silent", "good"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_providers_429_reaches_the_caller() {
     let limited = mock(|_| {
         Reply::Json(

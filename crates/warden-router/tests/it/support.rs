@@ -55,6 +55,8 @@ pub enum Reply {
     /// Head and one chunk, then wait for the router to close the connection and
     /// notify `closed`.
     Hold(String, Arc<Notify>),
+    /// Never answer.
+    Silent,
 }
 
 pub struct Mock {
@@ -150,6 +152,10 @@ async fn serve_mock<S: AsyncRead + AsyncWrite + Unpin>(
                     .await;
                 let _ = s.flush().await;
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+            Reply::Silent => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
                 return;
             }
             Reply::Hold(first, closed) => {
