@@ -164,7 +164,12 @@ pub(crate) fn egress_policy(s: &Sandbox, orders: &OrdersPolicy) -> Option<egress
 
 pub(crate) fn inference_policy(model: &Model, s: &Sandbox) -> Option<inference::InferencePolicy> {
     let inf = s.inference.as_ref()?;
-    let mut used: Vec<&str> = inf.routes.iter().map(|r| r.provider.as_str()).collect();
+    let mut used: Vec<&str> = inf
+        .routes
+        .iter()
+        .flat_map(|r| std::iter::once(&r.provider).chain(&r.fallback))
+        .map(String::as_str)
+        .collect();
     for p in &inf.privacy {
         if let inference::PrivacyAction::Reroute { to } = &p.action {
             used.push(to);
@@ -182,6 +187,8 @@ pub(crate) fn inference_policy(model: &Model, s: &Sandbox) -> Option<inference::
                 api: p.api,
                 endpoint: p.endpoint.clone(),
                 key_env: p.key_env.clone(),
+                key_file: p.key_file.clone(),
+                ca: p.ca.clone(),
             })
             .collect(),
         routes: inf
@@ -190,6 +197,8 @@ pub(crate) fn inference_policy(model: &Model, s: &Sandbox) -> Option<inference::
             .map(|r| inference::Route {
                 model: r.model.clone(),
                 provider: r.provider.clone(),
+                model_rewrite: r.model_rewrite.clone(),
+                fallback: r.fallback.clone(),
             })
             .collect(),
         privacy: inf
@@ -200,6 +209,9 @@ pub(crate) fn inference_policy(model: &Model, s: &Sandbox) -> Option<inference::
                 action: p.action.clone(),
             })
             .collect(),
+        idle_timeout_secs: inf.limits.idle_timeout_secs,
+        requests_per_minute: inf.limits.requests_per_minute,
+        tokens_per_minute: inf.limits.tokens_per_minute,
     })
 }
 

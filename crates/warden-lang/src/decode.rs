@@ -54,7 +54,7 @@ const FILESYSTEM: &[&str] = &[
     "landlock",
 ];
 const EGRESS: &[&str] = &["allow", "deny", "http", "idle-timeout", "test"];
-const INFERENCE: &[&str] = &["route", "privacy", "test"];
+const INFERENCE: &[&str] = &["route", "privacy", "limits", "test"];
 const TENANT: &[&str] = &["sandboxes", "users", "volume", "role"];
 const ORDERS: &[&str] = &["order", "test"];
 const ROLES: &[&str] = &["admin", "operator", "viewer"];
@@ -579,7 +579,7 @@ fn env(cx: &mut Cx, n: &N<'_>) -> Option<(String, String)> {
 }
 
 fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
-    n.check_props(cx, &["api", "endpoint", "key-env"]);
+    n.check_props(cx, &["api", "endpoint", "key-env", "key-file", "ca"]);
     n.no_children(cx);
     let (name, span) = name_arg(cx, n, "a provider name")?;
     check_name(cx, n, &name, span);
@@ -628,12 +628,41 @@ fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
         }
     });
     let key_env = str_prop(cx, n, "key-env").map(|k| k.0);
+    let mut absolute = |key: &str| {
+        let (p, sp) = str_prop(cx, n, key)?;
+        if !p.starts_with('/') {
+            cx.push(
+                n.diag(
+                    "warden::provider::path",
+                    sp,
+                    format!("`{key}` is a path on the host and must be absolute"),
+                    "relative path",
+                )
+                .help("keys and CAs live outside the project, e.g. key-file=\"/etc/warden/keys/anthropic\""),
+            );
+            return None;
+        }
+        Some((p, sp))
+    };
+    let key_file = absolute("key-file");
+    let ca = absolute("ca");
+    if let (Some(_), Some((_, sp))) = (&key_env, &key_file) {
+        cx.push(n.diag(
+            "warden::provider::key",
+            *sp,
+            "a provider takes its key from `key-env` or `key-file`, not both",
+            "second key source",
+        ));
+        return None;
+    }
     Some(Provider {
         name,
         loc: n.loc(),
         api: api?,
         endpoint: endpoint?,
         key_env,
+        key_file: key_file.map(|k| k.0),
+        ca: ca.map(|c| c.0),
     })
 }
 
@@ -1653,11 +1682,13 @@ fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
         routes: Vec::new(),
         privacy: Vec::new(),
         tests: Vec::new(),
+        limits: InferenceLimits::default(),
     };
     for c in n.children() {
         match c.name() {
+            "limits" => inference_limits(cx, &c, &mut inf.limits),
             "route" => {
-                c.check_props(cx, &["to"]);
+                c.check_props(cx, &["to", "model", "fallback"]);
                 c.no_children(cx);
                 let model = name_arg(cx, &c, "a model name or glob such as \"claude-*\"");
                 let to = req_str(
@@ -1672,10 +1703,23 @@ fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
                     unknown_ref(cx, &c, *sp, "provider", p, &names.providers);
                     continue;
                 }
+                let model_rewrite = str_prop(cx, &c, "model").map(|m| m.0);
+                let mut fallback = Vec::new();
+                if let Some((f, sp)) = str_prop(cx, &c, "fallback") {
+                    for p in f.split_whitespace() {
+                        if names.providers.iter().any(|n| n == p) {
+                            fallback.push(p.to_string());
+                        } else {
+                            unknown_ref(cx, &c, sp, "provider", p, &names.providers);
+                        }
+                    }
+                }
                 if let (Some((model, _)), Some((provider, _))) = (model, to) {
                     inf.routes.push(Route {
                         model,
                         provider,
+                        model_rewrite,
+                        fallback,
                         loc: c.loc(),
                     });
                 }
@@ -1807,6 +1851,37 @@ fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
         }
     }
     inf
+}
+
+fn inference_limits(cx: &mut Cx, n: &N<'_>, l: &mut InferenceLimits) {
+    n.check_props(
+        cx,
+        &["requests-per-minute", "tokens-per-minute", "idle-timeout"],
+    );
+    n.check_args(cx, 0, 0, "no arguments, only properties");
+    n.no_children(cx);
+    if let Some(e) = n.prop("requests-per-minute")
+        && let Some(v) = want_int(cx, n, e, "`requests-per-minute`", 1, 1_000_000)
+    {
+        l.requests_per_minute = Some(v as u32);
+    }
+    if let Some(e) = n.prop("tokens-per-minute")
+        && let Some(v) = want_int(cx, n, e, "`tokens-per-minute`", 1, 1_000_000_000_000)
+    {
+        l.tokens_per_minute = Some(v as u64);
+    }
+    if let Some((t, sp)) = str_prop(cx, n, "idle-timeout") {
+        match parse_duration(&t) {
+            Ok(ms) if ms >= 1000 => l.idle_timeout_secs = Some(ms / 1000),
+            Ok(_) => cx.push(n.diag(
+                "warden::inference::idle-timeout",
+                sp,
+                "idle timeout under one second",
+                "too short",
+            )),
+            Err(e) => cx.push(n.diag("warden::inference::idle-timeout", sp, e, "not a duration")),
+        }
+    }
 }
 
 fn tenant(cx: &mut Cx, n: &N<'_>) -> Option<Tenant> {

@@ -64,6 +64,10 @@ pub struct Provider {
     pub api: Api,
     pub endpoint: String,
     pub key_env: Option<String>,
+    /// Absolute path of a file holding the key (owner-only).
+    pub key_file: Option<String>,
+    /// Absolute path of a PEM file of extra CAs for the endpoint.
+    pub ca: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -185,12 +189,26 @@ pub struct Inference {
     pub routes: Vec<Route>,
     pub privacy: Vec<PrivacyRule>,
     pub tests: Vec<InferenceTest>,
+    pub limits: InferenceLimits,
+}
+
+/// `limits` in `inference`: nothing written, nothing limited (the router's idle timeout
+/// applies).
+#[derive(Debug, Clone, Default)]
+pub struct InferenceLimits {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Route {
     pub model: String,
     pub provider: String,
+    /// `model=`: the name sent upstream.
+    pub model_rewrite: Option<String>,
+    /// `fallback=`: providers tried in order when `provider` fails.
+    pub fallback: Vec<String>,
     pub loc: Loc,
 }
 

@@ -12,6 +12,16 @@ pub struct InferencePolicy {
     pub routes: Vec<Route>,
     /// Applied in order; the first rule whose detector fires decides.
     pub privacy: Vec<PrivacyRule>,
+    /// A streamed answer is cut after this many seconds without a byte (never a total
+    /// timeout). `None`: the router's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Requests this sandbox may send per minute (sliding window); `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// Input plus output tokens (from the upstream's usage) per minute; `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +38,13 @@ pub struct Provider {
     pub endpoint: String,
     /// Environment variable of the router (never of the sandbox) holding the key.
     pub key_env: Option<String>,
+    /// A file holding the key, readable by its owner only (absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// A PEM file of extra certificate authorities trusted for this endpoint, besides
+    /// the public roots (absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +52,13 @@ pub struct Route {
     /// Glob over the model name (`claude-*`).
     pub model: String,
     pub provider: String,
+    /// The model name sent upstream instead of the requested one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_rewrite: Option<String>,
+    /// Providers tried in order when `provider` cannot be reached, times out before
+    /// answering, or answers 429 or 5xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -99,23 +123,21 @@ pub enum Routing {
 impl InferencePolicy {
     pub fn route(&self, model: &str, prompt: &str) -> Routing {
         let found = detect(prompt);
-        for rule in &self.privacy {
-            if let Some(d) = rule.detect.iter().find(|d| found.contains(d)) {
-                return match &rule.action {
-                    PrivacyAction::Block => Routing::Blocked { detector: *d },
-                    PrivacyAction::Reroute { to } => Routing::Provider {
-                        provider: to.clone(),
-                        redacted: false,
+        if let Some((rule, detector)) = self.privacy_rule(&found) {
+            return match &rule.action {
+                PrivacyAction::Block => Routing::Blocked { detector },
+                PrivacyAction::Reroute { to } => Routing::Provider {
+                    provider: to.clone(),
+                    redacted: false,
+                },
+                PrivacyAction::Redact => match self.model_route(model) {
+                    Some(p) => Routing::Provider {
+                        provider: p.to_string(),
+                        redacted: true,
                     },
-                    PrivacyAction::Redact => match self.model_route(model) {
-                        Some(p) => Routing::Provider {
-                            provider: p.to_string(),
-                            redacted: true,
-                        },
-                        None => Routing::NoRoute,
-                    },
-                };
-            }
+                    None => Routing::NoRoute,
+                },
+            };
         }
         match self.model_route(model) {
             Some(p) => Routing::Provider {
@@ -127,200 +149,32 @@ impl InferencePolicy {
     }
 
     fn model_route(&self, model: &str) -> Option<&str> {
+        self.route_for(model).map(|r| r.provider.as_str())
+    }
+
+    /// The first route whose glob matches `model`.
+    pub fn route_for(&self, model: &str) -> Option<&Route> {
         self.routes
             .iter()
             .find(|r| crate::glob_match(&r.model, model))
-            .map(|r| r.provider.as_str())
     }
-}
 
-/// Which detectors fire on a text. Deliberately conservative patterns, no regex engine.
-pub fn detect(text: &str) -> Vec<Detector> {
-    let mut out = Vec::new();
-    if has_email(text) {
-        out.push(Detector::Email);
-    }
-    if has_card(text) {
-        out.push(Detector::CreditCard);
-    }
-    if has_api_key(text) {
-        out.push(Detector::ApiKey);
-    }
-    if has_digit_run(text, 10, 15, |c| {
-        c == ' ' || c == '-' || c == '(' || c == ')' || c == '+'
-    }) && text.contains(['+', '(', '-'])
-    {
-        out.push(Detector::Phone);
-    }
-    if has_iban(text) {
-        out.push(Detector::Iban);
-    }
-    if has_ssn(text) {
-        out.push(Detector::UsSsn);
-    }
-    out
-}
-
-fn has_email(text: &str) -> bool {
-    text.split(|c: char| c.is_whitespace() || "<>()[],;\"'".contains(c))
-        .any(|w| {
-            let Some((local, domain)) = w.split_once('@') else {
-                return false;
-            };
-            !local.is_empty()
-                && local
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._%+-".contains(c))
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && domain
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+    /// The first privacy rule one of whose detectors is in `found`, and that detector.
+    pub fn privacy_rule(&self, found: &[Detector]) -> Option<(&PrivacyRule, Detector)> {
+        self.privacy.iter().find_map(|rule| {
+            rule.detect
+                .iter()
+                .find(|d| found.contains(d))
+                .map(|d| (rule, *d))
         })
-}
-
-/// 13 to 19 digits, optionally separated by single spaces or dashes, passing Luhn.
-fn has_card(text: &str) -> bool {
-    let chars: Vec<char> = text.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        if !chars[i].is_ascii_digit() || (i > 0 && chars[i - 1].is_ascii_digit()) {
-            i += 1;
-            continue;
-        }
-        let mut digits = Vec::new();
-        let mut j = i;
-        while j < chars.len() {
-            if let Some(d) = chars[j].to_digit(10) {
-                digits.push(d);
-                j += 1;
-            } else if (chars[j] == ' ' || chars[j] == '-')
-                && j + 1 < chars.len()
-                && chars[j + 1].is_ascii_digit()
-            {
-                j += 1;
-            } else {
-                break;
-            }
-            if digits.len() >= 13 && digits.len() <= 19 && luhn(&digits) {
-                let next_is_digit = j < chars.len() && chars[j].is_ascii_digit();
-                if !next_is_digit {
-                    return true;
-                }
-            }
-        }
-        i = j.max(i + 1);
     }
-    false
-}
 
-fn luhn(digits: &[u32]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, d)| {
-            if i % 2 == 1 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                *d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
-}
-
-/// Well-known key prefixes followed by a long token.
-fn has_api_key(text: &str) -> bool {
-    const PREFIXES: [&str; 8] = [
-        "sk-ant-",
-        "sk-proj-",
-        "sk-",
-        "ghp_",
-        "github_pat_",
-        "xoxb-",
-        "AKIA",
-        "AIza",
-    ];
-    text.split(|c: char| c.is_whitespace() || "\"'=:,;()[]{}<>".contains(c))
-        .any(|w| {
-            PREFIXES.iter().any(|p| {
-                w.strip_prefix(p).is_some_and(|rest| {
-                    rest.len() >= 16
-                        && rest
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                })
-            })
-        })
-}
-
-fn has_digit_run(text: &str, min: usize, max: usize, sep: impl Fn(char) -> bool) -> bool {
-    let mut count = 0;
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            count += 1;
-        } else if sep(c) && count > 0 {
-            continue;
-        } else {
-            if (min..=max).contains(&count) {
-                return true;
-            }
-            count = 0;
-        }
+    pub fn provider(&self, name: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.name == name)
     }
-    (min..=max).contains(&count)
 }
 
-fn has_iban(text: &str) -> bool {
-    text.split_whitespace().any(|w| {
-        let b = w.as_bytes();
-        b.len() >= 15
-            && b.len() <= 34
-            && b[0].is_ascii_uppercase()
-            && b[1].is_ascii_uppercase()
-            && b[2].is_ascii_digit()
-            && b[3].is_ascii_digit()
-            && b.iter()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-            && iban_checksum(w)
-    })
-}
-
-fn iban_checksum(w: &str) -> bool {
-    let (head, tail) = w.split_at(4);
-    let mut rem: u64 = 0;
-    for c in tail.chars().chain(head.chars()) {
-        let v = match c.to_digit(36) {
-            Some(v) => v as u64,
-            None => return false,
-        };
-        rem = if v >= 10 {
-            (rem * 100 + v) % 97
-        } else {
-            (rem * 10 + v) % 97
-        };
-    }
-    rem == 1
-}
-
-fn has_ssn(text: &str) -> bool {
-    let b = text.as_bytes();
-    b.windows(11).enumerate().any(|(i, w)| {
-        let shape = w.iter().enumerate().all(|(k, c)| {
-            if k == 3 || k == 6 {
-                *c == b'-'
-            } else {
-                c.is_ascii_digit()
-            }
-        });
-        let before = i == 0 || !b[i - 1].is_ascii_digit();
-        let after = i + 11 >= b.len() || !b[i + 11].is_ascii_digit();
-        shape && before && after && &w[0..3] != b"000" && &w[0..3] != b"666"
-    })
-}
+pub use crate::detect::detect;
 
 #[cfg(test)]
 mod tests {
@@ -335,7 +189,7 @@ mod tests {
         );
         assert_eq!(detect("card 4111 1111 1111 1112"), vec![]);
         assert_eq!(
-            detect("key sk-ant-abcdefghijklmnop1234"),
+            detect("key sk-ant-api03-abcdefghijklmnop1234"),
             vec![Detector::ApiKey]
         );
         assert_eq!(detect("ssn 123-45-6789"), vec![Detector::UsSsn]);

@@ -372,7 +372,7 @@ impl Engine<'_> {
     fn reload(&mut self, d: &Desired) -> Result<(), String> {
         let name = d.want.name.as_str();
         let req = Request::Reload {
-            policies: d.policies.clone(),
+            policies: Box::new(d.policies.clone()),
         };
         match control::call(&self.paths.socket(name), &req, Duration::from_secs(5))? {
             Response::Ok => {}

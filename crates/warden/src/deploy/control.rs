@@ -15,8 +15,9 @@ pub const MAX_REQUEST: u64 = 4 * 1024 * 1024;
 pub enum Request {
     Status,
     /// New egress, inference and orders policies; the sandbox keeps running.
+    /// Boxed: the policies dwarf the other variants.
     Reload {
-        policies: super::supervisor::Policies,
+        policies: Box<super::supervisor::Policies>,
     },
     /// Stop the sandbox (SIGTERM, grace period, SIGKILL) and exit.
     Stop,

@@ -469,7 +469,7 @@ fn serve_control(listener: UnixListener, shared: Arc<Shared>) {
                     .and_then(|t| t.trim().parse().ok());
                 Response::Status(s)
             }
-            Ok(Request::Reload { policies }) => reload(&shared, policies),
+            Ok(Request::Reload { policies }) => reload(&shared, *policies),
             Ok(Request::Stop) => {
                 STOP.store(true, Ordering::SeqCst);
                 shared.set(|s| s.phase = Phase::Stopping);

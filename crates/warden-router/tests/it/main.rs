@@ -1,0 +1,4 @@
+mod privacy;
+mod routing;
+mod streaming;
+mod support;
