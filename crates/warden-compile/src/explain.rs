@@ -3,9 +3,10 @@
 use crate::Compiled;
 use serde::Serialize;
 use warden_lang::Model;
-use warden_lang::model::{Action, LandlockMode, Restart, Target};
+use warden_lang::model::{Action, Agent, LandlockMode, Restart, Target};
 use warden_lang::values::format_size;
 use warden_wire::inference::PrivacyAction;
+use warden_wire::sandbox::ROUTER_ADDR;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
@@ -153,6 +154,9 @@ pub fn explain(model: &Model, compiled: &Compiled) -> Explanation {
             }
         }
         if let Some(inf) = &s.inference {
+            e.inference.push(format!(
+                "model calls go to warden's inference router at {ROUTER_ADDR} (`ANTHROPIC_BASE_URL`, `OPENAI_BASE_URL`); the sandbox holds a placeholder key and the router adds the provider's on the way out"
+            ));
             for r in &inf.routes {
                 e.inference.push(format!(
                     "models matching `{}` go to provider `{}`",
@@ -169,9 +173,24 @@ pub fn explain(model: &Model, compiled: &Compiled) -> Explanation {
                 e.inference
                     .push(format!("prompts containing {} {act}", dets.join(", ")));
             }
-            e.inference.push(
-                "provider keys are never put into the sandbox; the router that serves these routes at run time is planned, not built (today they are checked by `warden test`)".to_string(),
-            );
+            e.inference.push(format!(
+                "one audit event per call (never the prompt or the answer) goes to `<state>/sandboxes/{}/inference.jsonl`; an edit of routes, providers or privacy rules applies to the next call without a restart",
+                s.name
+            ));
+        }
+        let home = crate::agents::home(model, s).unwrap_or("/");
+        for a in &s.agents {
+            e.inference.push(match a {
+                Agent::ClaudeCode => format!(
+                    "Claude Code finds `{}/.claude.json` prepared (onboarding done, the placeholder key approved, `{}` trusted) and sends no non-essential traffic",
+                    home.trim_end_matches('/'),
+                    s.workdir
+                ),
+                Agent::Codex => format!(
+                    "Codex reads a read-only `{}/.codex/config.toml` that points it at the router over HTTP",
+                    home.trim_end_matches('/')
+                ),
+            });
         }
         if s.user == 0 {
             e.relaxations

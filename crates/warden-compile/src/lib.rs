@@ -3,6 +3,7 @@
 //! [`ImagePlan`]. Pure: no IO, no clock, no environment; the same model and options give
 //! byte-identical output. Never links libcontainer.
 
+mod agents;
 mod explain;
 mod spec;
 mod tests;
@@ -223,7 +224,7 @@ fn sandbox(
     shared: &spec::Shared,
 ) -> Result<CompiledSandbox, CompileError> {
     let (uid_start, _) = model.user_range(s);
-    let init = spec::init_config(s, shared);
+    let init = spec::init_config(model, s, shared);
     let spec = spec::spec(model, s, &init, opts, shared)?;
     let mut host_dirs: Vec<HostDir> = s
         .filesystem
@@ -260,6 +261,7 @@ fn sandbox(
         inference: inference_policy(model, s),
         orders: orders.clone(),
         host_dirs,
+        files: agents::bundle_files(s),
     };
     Ok(CompiledSandbox {
         name: s.name.clone(),

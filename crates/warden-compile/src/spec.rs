@@ -165,7 +165,7 @@ pub const WRITABLE_DEVICES: &[&str] = &[
     "/dev/zero",
 ];
 
-pub(crate) fn init_config(s: &Sandbox, shared: &Shared) -> InitConfig {
+pub(crate) fn init_config(model: &Model, s: &Sandbox, shared: &Shared) -> InitConfig {
     let fs = &s.filesystem;
     let mut read_write: Vec<String> =
         Vec::with_capacity(fs.read_write.len() + fs.binds.len() + fs.volumes.len() + 1);
@@ -202,6 +202,7 @@ pub(crate) fn init_config(s: &Sandbox, shared: &Shared) -> InitConfig {
             shared.deny.clone()
         },
         grace_period_ms: s.grace_ms,
+        files: crate::agents::seed_files(s, crate::agents::home(model, s)),
     }
 }
 
@@ -295,12 +296,16 @@ impl Serialize for InitJson<'_> {
             landlock,
             seccomp: _,
             grace_period_ms,
+            files,
         } = self.init;
-        let mut s = serializer.serialize_struct("InitConfig", 4)?;
+        let mut s = serializer.serialize_struct("InitConfig", 5)?;
         s.serialize_field("version", version)?;
         s.serialize_field("landlock", landlock)?;
         s.serialize_field("seccomp", self.seccomp)?;
         s.serialize_field("grace_period_ms", grace_period_ms)?;
+        if !files.is_empty() {
+            s.serialize_field("files", files)?;
+        }
         s.end()
     }
 }
@@ -332,12 +337,21 @@ fn env(
         env.push((k, v));
     }
     let proxy = format!("http://{PROXY_ADDR}");
+    let home = crate::agents::home(model, s);
+    let (defaults, inference, agent) = (
+        crate::agents::agent_defaults(s, home),
+        crate::agents::inference_env(s),
+        crate::agents::agent_env(s, home),
+    );
     let mut env: Vec<(&str, &str)> = Vec::with_capacity(16);
     set(&mut env, "PATH", "/usr/local/bin:/usr/bin:/bin");
     if let Some(img) = model.image(&s.image) {
         for (k, v) in &img.env {
             set(&mut env, k, v);
         }
+    }
+    for (k, v) in &defaults {
+        set(&mut env, k, v);
     }
     for (k, v) in &s.env {
         set(&mut env, k, v);
@@ -356,6 +370,9 @@ fn env(
         }
         set(&mut env, "NO_PROXY", "localhost,127.0.0.1,::1");
         set(&mut env, "no_proxy", "localhost,127.0.0.1,::1");
+    }
+    for (k, v) in inference.iter().chain(&agent) {
+        set(&mut env, k, v);
     }
     env.retain(|(k, _)| *k != INIT_CONFIG_ENV);
     let mut out = Vec::with_capacity(env.len() + 1);
@@ -430,7 +447,7 @@ fn capabilities(set: Capabilities, shared: &Shared) -> LinuxCapabilities {
     caps
 }
 
-fn mounts(s: &Sandbox, opts: &CompileOptions, shared: &Shared) -> Vec<Mount> {
+fn mounts(model: &Model, s: &Sandbox, opts: &CompileOptions, shared: &Shared) -> Vec<Mount> {
     let fs = &s.filesystem;
     let volumes = if s.tenant.is_some() {
         fs.volumes.len()
@@ -479,6 +496,14 @@ fn mounts(s: &Sandbox, opts: &CompileOptions, shared: &Shared) -> Vec<Mount> {
                 .map(|v| (v.at.as_str(), volume_path(opts, t, &v.volume), v.writable)),
         );
     }
+    // The agents' rendered configuration: files of the bundle (a source relative to
+    // the bundle, as OCI allows), bound read-only.
+    let agent_binds = crate::agents::binds(s, crate::agents::home(model, s));
+    binds.extend(
+        agent_binds
+            .iter()
+            .map(|(at, source)| (at.as_str(), source.clone(), false)),
+    );
     // Parents before children, whatever the file's order.
     binds.sort_by(|a, b| a.0.cmp(b.0));
     for (at, source, writable) in binds {
@@ -580,7 +605,7 @@ pub(crate) fn spec(
     spec.set_hostname(Some(s.hostname.clone()))
         .set_annotations(Some(annotations))
         .set_process(Some(process))
-        .set_mounts(Some(mounts(s, opts, shared)))
+        .set_mounts(Some(mounts(model, s, opts, shared)))
         .set_linux(Some(linux));
     Ok(spec)
 }

@@ -85,6 +85,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use warden_wire::image::{ImagePlan, Source};
+use warden_wire::sandbox::BundleFile;
 
 pub use error::ImageError;
 pub use layout::export_layout;
@@ -840,18 +841,23 @@ fn write_image(
 }
 
 /// Unpack the image tagged `tag` in `layout_dir` into a runtime bundle: `rootfs/` from
-/// the layers (whiteouts honoured, digests checked) and `config_json` as `config.json`.
+/// the layers (whiteouts honoured, digests checked), `config_json` as `config.json`, and
+/// `files` (the sandbox's [`BundleFile`]s) beside them.
 /// Built in a temporary directory beside `bundle_dir` and renamed into place, so a
 /// failure leaves nothing half-written (and an existing bundle untouched).
 pub fn unpack_bundle(
     layout_dir: &Path,
     tag: &str,
     config_json: &str,
+    files: &[BundleFile],
     bundle_dir: &Path,
 ) -> Result<(), ImageError> {
     let image = layout::read_image(layout_dir, tag)?;
     let tmp = temp_sibling(bundle_dir)?;
     let result = (|| {
+        // Before the mount points: a bind of one of these (a source relative to the
+        // bundle) needs it in place.
+        write_bundle_files(&tmp, files)?;
         let rootfs = tmp.join("rootfs");
         fs::create_dir(&rootfs).map_err(|e| ImageError::io("cannot create", &rootfs, e))?;
         // Not the umask's choice: `/` of the container must be traversable by any user.
@@ -890,6 +896,43 @@ pub fn unpack_bundle(
             Err(e)
         }
     }
+}
+
+/// Writes `files` under `bundle` (directories `0755`, files `0644`, owned by the caller):
+/// paths are relative and stay inside the bundle, outside `rootfs`.
+fn write_bundle_files(bundle: &Path, files: &[BundleFile]) -> Result<(), ImageError> {
+    use std::path::Component;
+    for f in files {
+        let rel = Path::new(&f.path);
+        let inside = rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+            && rel.components().next() != Some(Component::Normal("rootfs".as_ref()));
+        let path = bundle.join(rel);
+        if !inside || f.path.is_empty() {
+            return Err(ImageError::io(
+                "cannot write",
+                &path,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a bundle file must be a relative path outside `rootfs`",
+                ),
+            ));
+        }
+        if let Some(parent) = path.parent() {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(|e| ImageError::io("cannot create", parent, e))?;
+        }
+        fs::write(&path, &f.content).map_err(|e| ImageError::io("cannot write", &path, e))?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+            .map_err(|e| ImageError::io("cannot chmod", &path, e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

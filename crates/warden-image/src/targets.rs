@@ -89,9 +89,12 @@ pub fn is_below(path: &str, dir: &str) -> bool {
 /// host's root, which the sandbox sees as its own root). A symlink on the way is refused:
 /// a mount point must be where the file says, not where the image points.
 pub fn make_mount_points(rootfs: &Path, mounts: &[MountPoint]) -> Result<(), ImageError> {
+    // A relative bind source is relative to the bundle, the directory holding `rootfs`.
+    let bundle = rootfs.parent().unwrap_or(rootfs);
+    let source = |src: &Path| bundle.join(src);
     for m in mounts.iter().filter(|m| !m.volume) {
         if let Some(src) = &m.bind_source {
-            if fs::symlink_metadata(src).is_err() {
+            if fs::symlink_metadata(source(src)).is_err() {
                 return Err(ImageError::BindSource {
                     source_path: src.clone(),
                     destination: m.destination.clone(),
@@ -107,7 +110,9 @@ pub fn make_mount_points(rootfs: &Path, mounts: &[MountPoint]) -> Result<(), Ima
             continue;
         }
         let file = match &m.bind_source {
-            Some(src) => fs::metadata(src).map(|md| !md.is_dir()).unwrap_or(false),
+            Some(src) => fs::metadata(source(src))
+                .map(|md| !md.is_dir())
+                .unwrap_or(false),
             None => false,
         };
         make_one(rootfs, &m.destination, file).map_err(|reason| ImageError::MountTarget {

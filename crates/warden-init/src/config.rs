@@ -136,6 +136,7 @@ mod tests {
             },
             seccomp: default_rules(),
             grace_period_ms: 10_000,
+            files: Vec::new(),
         }
     }
 

@@ -9,17 +9,19 @@
 //!    handled later by `sigtimedwait`, never by a signal handler);
 //! 2. parses the config and compiles the seccomp filter, before touching the kernel, so a bad
 //!    config fails with exit 125 and changes nothing;
-//! 3. applies **Landlock** ([`landlock`]): `read_exec` beneath read+execute, `read_write`
+//! 3. writes the files the sandbox starts with ([`seed`]) where they are missing (an
+//!    agent's state, such as Claude Code's `.claude.json`);
+//! 4. applies **Landlock** ([`landlock`]): `read_exec` beneath read+execute, `read_write`
 //!    beneath everything;
-//! 4. sets **no_new_privs**;
-//! 5. installs the **seccomp** deny list ([`seccomp`]);
-//! 6. forks and execs the command in its own process group, foreground on the terminal;
-//! 7. supervises ([`supervise`]): reaps every zombie, forwards signals, enforces the grace
+//! 5. sets **no_new_privs**;
+//! 6. installs the **seccomp** deny list ([`seccomp`]);
+//! 7. forks and execs the command in its own process group, foreground on the terminal;
+//! 8. supervises ([`supervise`]): reaps every zombie, forwards signals, enforces the grace
 //!    period, and exits with the command's status (128+N if killed by signal N).
 //!
 //! Exit codes of its own: 125 when warden-init itself fails (bad arguments or config,
-//! Landlock `required` but not enforceable, seccomp or fork failure), 126 when the command
-//! exists but cannot be executed, 127 when it is not found.
+//! a file it could not seed, Landlock `required` but not enforceable, seccomp or fork
+//! failure), 126 when the command exists but cannot be executed, 127 when it is not found.
 //!
 //! # Design decisions
 //!
@@ -62,6 +64,7 @@
 pub mod config;
 pub mod landlock;
 pub mod seccomp;
+pub mod seed;
 pub mod supervise;
 pub mod syscalls;
 
@@ -87,6 +90,8 @@ pub enum Error {
     Landlock(String),
     /// The seccomp filter could not be compiled or installed.
     Seccomp(String),
+    /// A file the sandbox starts with could not be written.
+    Seed(String),
     /// A system call warden-init needs failed.
     Sys {
         what: &'static str,
@@ -119,9 +124,11 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(msg) | Error::Config(msg) | Error::Landlock(msg) | Error::Seccomp(msg) => {
-                f.write_str(msg)
-            }
+            Error::Usage(msg)
+            | Error::Config(msg)
+            | Error::Landlock(msg)
+            | Error::Seccomp(msg)
+            | Error::Seed(msg) => f.write_str(msg),
             Error::Sys { what, source } => write!(f, "{what} failed: {source}"),
             Error::Exec { program, source } => write!(f, "cannot execute `{program}`: {source}"),
         }
@@ -157,6 +164,7 @@ pub fn run(
     let filters = seccomp::compile(&config.seccomp, arch)?;
     let command = supervise::Command::new(&command, config::child_env(env))?;
 
+    seed::write(&config.files)?;
     if let Some(report) = landlock::apply(&config.landlock)? {
         // With stderr gone there is nobody to warn; the sandbox still starts.
         let _ = writeln!(diag, "warden-init: {report}");

@@ -34,6 +34,7 @@ const SANDBOX: &[&str] = &[
     "seccomp",
     "egress",
     "inference",
+    "agent",
 ];
 const IMAGE: &[&str] = &[
     "from-host",
@@ -150,6 +151,11 @@ pub(crate) fn decode(
     let tenant_of = crate::validate::tenants(cx, &model.tenants, &merged.tenants, &sandbox_names);
     let names = Names {
         images: model.images.iter().map(|i| i.name.clone()).collect(),
+        image_env: model
+            .images
+            .iter()
+            .map(|i| (i.name.clone(), i.env.clone()))
+            .collect(),
         providers: model.providers.iter().map(|p| p.name.clone()).collect(),
         orders: model.orders.iter().map(|o| o.name.clone()).collect(),
         tenant_of,
@@ -166,6 +172,8 @@ pub(crate) fn decode(
 /// What references may name, collected before sandboxes are decoded.
 pub(crate) struct Names {
     images: Vec<String>,
+    /// Each image's environment (a sandbox's `HOME` may come from it).
+    image_env: HashMap<String, Vec<(String, String)>>,
     providers: Vec<String>,
     orders: Vec<String>,
     tenant_of: HashMap<String, String>,
@@ -784,10 +792,14 @@ fn sandbox(
         allow_syscalls: Vec::new(),
         egress: None,
         inference: None,
+        agents: Vec::new(),
         tenant: None,
     };
     s.tenant = names.tenant_of.get(&s.name).cloned();
     let mut seen: HashMap<&str, SourceSpan> = HashMap::with_capacity(SANDBOX.len());
+    // For the checks that need the whole sandbox: the `agent` node, every `env` node.
+    let mut agent_node = None;
+    let mut env_nodes = Vec::new();
     for (c, cbase) in children_with_defaults(n, base, defaults) {
         let kind = c.name();
         if SANDBOX.contains(&kind)
@@ -843,8 +855,39 @@ fn sandbox(
             }
             "env" => {
                 if let Some(kv) = env(cx, &c) {
+                    env_nodes.push((kv.0.clone(), c));
                     s.env.retain(|(k, _)| *k != kv.0);
                     s.env.push(kv);
+                }
+            }
+            "agent" => {
+                c.check_props(cx, &[]);
+                c.no_children(cx);
+                let names: Vec<&str> = Agent::ALL.iter().map(|(n, _)| *n).collect();
+                let what = format!("one or more of {}", quoted(&names));
+                if c.check_args(cx, 1, usize::MAX, &what) {
+                    for (a, sp) in str_args(cx, &c, "an agent name") {
+                        match Agent::parse(&a) {
+                            Some(agent) if s.agents.contains(&agent) => {}
+                            Some(agent) => s.agents.push(agent),
+                            None => {
+                                let help = match crate::diag::did_you_mean(&a, &names) {
+                                    Some(m) => format!("did you mean `{m}`?"),
+                                    None => format!("warden prepares {}", quoted(&names)),
+                                };
+                                cx.push(
+                                    c.diag(
+                                        "warden::sandbox::agent",
+                                        sp,
+                                        format!("unknown agent `{a}`"),
+                                        "not an agent warden prepares",
+                                    )
+                                    .help(help),
+                                );
+                            }
+                        }
+                    }
+                    agent_node = Some(c);
                 }
             }
             "user" => {
@@ -992,6 +1035,7 @@ fn sandbox(
             _ => n.unknown_child(cx, &c, SANDBOX),
         }
     }
+    agent_checks(cx, &s, agent_node, &env_nodes, names);
     if s.image.is_empty() {
         cx.push(
             n.diag(
@@ -1015,6 +1059,104 @@ fn sandbox(
         );
     }
     Some(s)
+}
+
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Variables warden sets in a sandbox with `inference`: the file may not set them.
+const INFERENCE_ENV: &[&str] = &[
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+];
+
+/// What an `agent` needs from the rest of the sandbox: `inference` (its model calls go
+/// through the router), a `HOME` on a `read-write` directory (the agent writes its state
+/// there, and warden seeds or binds its configuration there); and what `inference`
+/// reserves: the variables warden sets.
+fn agent_checks(
+    cx: &mut Cx,
+    s: &Sandbox,
+    agent: Option<N<'_>>,
+    env_nodes: &[(String, N<'_>)],
+    names: &Names,
+) {
+    if s.inference.is_some() {
+        let codex = s.agents.contains(&Agent::Codex);
+        for (k, c) in env_nodes {
+            if INFERENCE_ENV.contains(&k.as_str()) || (codex && k == "CODEX_HOME") {
+                cx.push(
+                    c.diag(
+                        "warden::env::reserved",
+                        c.args().next().map_or(c.name_span(), |e| e.span()),
+                        format!("`{k}` is set by warden in a sandbox with `inference`"),
+                        "reserved name",
+                    )
+                    .help(format!(
+                        "the sandbox's model calls go to its inference router (http://{}), which adds the provider's key; remove this `env`",
+                        warden_wire::sandbox::ROUTER_ADDR
+                    )),
+                );
+            }
+        }
+    }
+    let Some(a) = agent else { return };
+    if s.agents.is_empty() {
+        return;
+    }
+    let list = quoted(&s.agents.iter().map(|a| a.as_str()).collect::<Vec<_>>());
+    if s.inference.is_none() {
+        cx.push(
+            a.diag(
+                "warden::sandbox::agent",
+                a.name_span(),
+                format!("sandbox `{}` has an agent but no `inference`", s.name),
+                "its model calls need the inference router",
+            )
+            .help("add an `inference` block with a route for the agent's models, e.g. `inference { route \"claude-*\" to=\"anthropic\" }`"),
+        );
+    }
+    let image_env = names.image_env.get(&s.image).map_or(&[][..], |e| &e[..]);
+    let Some(home) = s.home(image_env) else { return };
+    let writable = check_abs_path(home).is_ok()
+        && s
+            .filesystem
+            .read_write
+            .iter()
+            .any(|d| home == d || is_below(home, d));
+    if !writable {
+        cx.push(
+            a.diag(
+                "warden::sandbox::agent",
+                a.name_span(),
+                format!(
+                    "the `HOME` of sandbox `{}` (`{home}`) is not on a `read-write` directory",
+                    s.name
+                ),
+                if s.agents.len() == 1 {
+                    format!("{list} writes its state under `HOME`")
+                } else {
+                    format!("{list} write their state under `HOME`")
+                },
+            )
+            .help(format!(
+                "add `read-write \"{home}\"` to `filesystem` (a private tmpfs), or set `env \"HOME\"` to a path on one"
+            )),
+        );
+    }
+}
+
+/// Whether `path` lies strictly below `dir` (both absolute).
+fn is_below(path: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    path.len() > dir.len() + 1 && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
 }
 
 fn filesystem(cx: &mut Cx, n: &N<'_>, base: &str, fs: &mut Filesystem, tenant: Option<&Tenant>) {

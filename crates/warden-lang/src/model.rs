@@ -29,6 +29,8 @@ pub mod defaults {
     pub const UID_START: u32 = 100_000;
     pub const UID_COUNT: u32 = 65_536;
     pub const BACKOFF_MS: u64 = 1000;
+    /// `HOME` of a sandbox with an `agent` whose file and image set none.
+    pub const AGENT_HOME: &str = "/home/agent";
 }
 
 #[derive(Debug, Clone, Default)]
@@ -92,8 +94,53 @@ pub struct Sandbox {
     /// `None`: no network at all.
     pub egress: Option<Egress>,
     pub inference: Option<Inference>,
+    /// Agents whose own configuration warden prepares (`agent`), in the file's order.
+    pub agents: Vec<Agent>,
     /// Filled from the `tenant` that claims the sandbox.
     pub tenant: Option<String>,
+}
+
+/// An agent whose own configuration warden prepares so that it works unmodified through
+/// the inference router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Agent {
+    /// Claude Code: `$HOME/.claude.json` seeded (onboarding done, the placeholder key
+    /// approved, the working directory trusted).
+    ClaudeCode,
+    /// Codex CLI: `$CODEX_HOME/config.toml` rendered read-only with a provider at the
+    /// router over HTTP.
+    Codex,
+}
+
+impl Agent {
+    pub const ALL: [(&'static str, Agent); 2] =
+        [("claude-code", Agent::ClaudeCode), ("codex", Agent::Codex)];
+    pub fn parse(s: &str) -> Option<Agent> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, a)| *a)
+    }
+    pub fn as_str(&self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, a)| a == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+}
+
+impl Sandbox {
+    /// The sandbox's `HOME`: its own `env`, else its image's (`image_env`), else
+    /// [`defaults::AGENT_HOME`] when it has an agent.
+    pub fn home<'a>(&'a self, image_env: &'a [(String, String)]) -> Option<&'a str> {
+        let find = |env: &'a [(String, String)]| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k == "HOME")
+                .map(|(_, v)| v.as_str())
+        };
+        find(&self.env)
+            .or_else(|| find(image_env))
+            .or_else(|| (!self.agents.is_empty()).then_some(defaults::AGENT_HOME))
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -100,6 +100,7 @@ fn make_bundle(dir: &Path, init: &Path) -> Result<(), String> {
         },
         seccomp: warden_wire::seccomp::default_rules(),
         grace_period_ms: 2000,
+        files: Vec::new(),
     };
     let env = format!(
         "{INIT_CONFIG_ENV}={}",

@@ -18,9 +18,10 @@
 //!   mount before the sandbox's user namespace owns it: root inside cannot lift them.
 //!
 //! Parents before children, whatever their kind; a mount point below a `tmpfs` is made in
-//! it. libcontainer then gets the spec without these mounts and makes only the kernel's
-//! (`/proc`, `/dev`, `/sys`, ...). The thread returns to its own mount namespace once the
-//! container is created; the private one lives on in the container's copy only.
+//! it (the directories on the way owned by the sandbox's user). libcontainer then gets
+//! the spec without these mounts and makes only the kernel's (`/proc`, `/dev`, `/sys`,
+//! ...). The thread returns to its own mount namespace once the container is created;
+//! the private one lives on in the container's copy only.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -335,10 +336,16 @@ pub(crate) fn prepare(
     let mut tmpfs_dirs: Vec<&str> = Vec::new();
     for p in &planned {
         let target = in_root(p.at());
-        // A mount point below a tmpfs of this sandbox is made there, owned by its root.
+        // A mount point below a tmpfs of this sandbox is made there, owned by its root;
+        // directories made on the way belong to the sandbox's user, who may write beside
+        // the mount (Codex's sessions beside its read-only `config.toml`).
         if tmpfs_dirs.iter().any(|t| is_below(p.at(), t)) {
             let file = matches!(p, Planned::Bind { source, .. } if !source.is_dir());
-            make_point(&target, file, root_uid, root_gid).map_err(|e| {
+            let owners = Owners {
+                dirs: (host_uid, host_gid),
+                point: (root_uid, root_gid),
+            };
+            make_point(&target, file, owners).map_err(|e| {
                 RuntimeError::MountPoint {
                     id: id.to_string(),
                     target: p.at().to_string(),
@@ -572,8 +579,16 @@ fn attach(fd: &OwnedFd, target: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A mount point made in a tmpfs of the sandbox, owned by the sandbox's root.
-fn make_point(target: &Path, file: bool, uid: u32, gid: u32) -> io::Result<()> {
+/// Host uids and gids of what [`make_point`] makes.
+struct Owners {
+    /// Missing directories on the way to the mount point.
+    dirs: (u32, u32),
+    /// The mount point itself.
+    point: (u32, u32),
+}
+
+/// A mount point made in a tmpfs of the sandbox.
+fn make_point(target: &Path, file: bool, owners: Owners) -> io::Result<()> {
     if let Some(parent) = target.parent() {
         let mut missing = Vec::new();
         let mut d = parent;
@@ -586,7 +601,7 @@ fn make_point(target: &Path, file: bool, uid: u32, gid: u32) -> io::Result<()> {
         }
         for m in missing.iter().rev() {
             std::fs::create_dir(m)?;
-            std::os::unix::fs::chown(m, Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(m, Some(owners.dirs.0), Some(owners.dirs.1))?;
         }
     }
     match std::fs::symlink_metadata(target) {
@@ -601,7 +616,7 @@ fn make_point(target: &Path, file: bool, uid: u32, gid: u32) -> io::Result<()> {
     } else {
         std::fs::create_dir(target)?;
     }
-    std::os::unix::fs::chown(target, Some(uid), Some(gid))
+    std::os::unix::fs::chown(target, Some(owners.point.0), Some(owners.point.1))
 }
 
 /// Mounts the ext4 image `image` at `dir` through a loop device that goes away with the

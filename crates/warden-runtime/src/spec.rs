@@ -297,6 +297,7 @@ mod tests {
             },
             seccomp: vec![],
             grace_period_ms: 2500,
+            files: Vec::new(),
         };
         let env = vec![format!(
             "{INIT_CONFIG_ENV}={}",

@@ -18,6 +18,20 @@ pub struct InitConfig {
     pub seccomp: Vec<crate::seccomp::SeccompRule>,
     /// Milliseconds between forwarding SIGTERM and sending SIGKILL to the command.
     pub grace_period_ms: u64,
+    /// Files warden-init writes before the command starts, as the sandbox's user, unless
+    /// they exist: state an agent expects and may change (Claude Code's `.claude.json`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<SeedFile>,
+}
+
+/// One file of [`InitConfig::files`]. It holds no secret (the config is in the
+/// sandbox's `config.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedFile {
+    /// Absolute path inside the sandbox; missing parent directories are made (0700).
+    pub path: String,
+    pub content: String,
+    pub mode: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

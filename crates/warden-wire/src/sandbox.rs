@@ -10,6 +10,16 @@ pub const SANDBOX_FILE: &str = "warden.json";
 /// namespace is its own, so the same port serves every sandbox.
 pub const PROXY_ADDR: &str = "127.0.0.1:3128";
 
+/// The inference router's address inside every sandbox with `inference`, beside the
+/// egress proxy: the sandbox's model calls go here (`ANTHROPIC_BASE_URL`,
+/// `OPENAI_BASE_URL`), and the router adds the provider's key on the way out.
+pub const ROUTER_ADDR: &str = "127.0.0.1:3129";
+
+/// The API key a sandbox with `inference` sees in `ANTHROPIC_API_KEY` and
+/// `OPENAI_API_KEY`: clients refuse to start without one, and the router drops it and
+/// sends the provider's real key instead. Not a secret.
+pub const PLACEHOLDER_KEY: &str = "sk-warden-placeholder-the-router-adds-the-real-key";
+
 /// Spec annotation `<this><volume's host directory>` on every tenant volume: the value is
 /// the volume's ext4 image when it has a size (warden's runtime mounts the image at the
 /// directory before binding it; other runtimes bind the directory as it is, without the
@@ -31,6 +41,18 @@ pub struct SandboxPlan {
     /// Host directories the runtime creates (mode 0700, owned by the sandbox's mapped
     /// user) before start: tenant volumes and bind sources that must exist.
     pub host_dirs: Vec<HostDir>,
+    /// Files warden writes into the bundle beside `rootfs` (the agents' configuration,
+    /// bound read-only where the agent reads it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<BundleFile>,
+}
+
+/// One file of [`SandboxPlan::files`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BundleFile {
+    /// Relative to the bundle (`agents/codex/config.toml`), as the spec's bind names it.
+    pub path: String,
+    pub content: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -148,7 +148,7 @@ fn whiteouts_in_the_base_are_honoured() {
     assert!(!top.iter().any(|e| e.contains("passwd")), "{top:#?}");
 
     let bundle = area.path().join("bundle");
-    unpack_bundle(&built.layout_dir, &built.tag, "{}", &bundle).unwrap();
+    unpack_bundle(&built.layout_dir, &built.tag, "{}", &[], &bundle).unwrap();
     let root = bundle.join("rootfs");
     assert!(!root.join("deleted").exists());
     assert_eq!(fs::read_to_string(root.join("keep.txt")).unwrap(), "keep\n");
@@ -259,7 +259,7 @@ fn truncated_layer_leaves_no_bundle() {
     let bytes = fs::read(&layer).unwrap();
     fs::write(&layer, &bytes[..bytes.len() / 2]).unwrap();
     let bundle = area.path().join("bundles/t");
-    let err = unpack_bundle(&built.layout_dir, &built.tag, "{}", &bundle).unwrap_err();
+    let err = unpack_bundle(&built.layout_dir, &built.tag, "{}", &[], &bundle).unwrap_err();
     assert!(matches!(err, ImageError::BrokenLayer { .. }), "{err}");
     assert_eq!(
         fs::read_dir(area.path().join("bundles")).unwrap().count(),
@@ -313,7 +313,7 @@ fn layers_cannot_write_outside_the_rootfs() {
     );
 
     let bundle = area.path().join("bundle");
-    unpack_bundle(&dir, "evil", "{}", &bundle).unwrap();
+    unpack_bundle(&dir, "evil", "{}", &[], &bundle).unwrap();
     assert!(!host_dir.join("pwned").exists());
     let inside = bundle
         .join("rootfs")

@@ -114,7 +114,7 @@ fn our_unpack_matches_the_layer() {
         &built.layout_dir,
         &built.tag,
         "{\"ociVersion\":\"1.0.2\"}",
-        &bundle,
+        &[],        &bundle,
     )
     .unwrap();
     assert_eq!(
@@ -135,7 +135,7 @@ fn our_unpack_matches_the_layer() {
     );
     assert_eq!(fs::read(root.join(".warden/init")).unwrap(), minimal_elf());
     // Unpacking again replaces the bundle whole; no temporary directory is left behind.
-    unpack_bundle(&built.layout_dir, &built.tag, "{}", &bundle).unwrap();
+    unpack_bundle(&built.layout_dir, &built.tag, "{}", &[], &bundle).unwrap();
     assert_eq!(
         fs::read_to_string(bundle.join("config.json")).unwrap(),
         "{}"

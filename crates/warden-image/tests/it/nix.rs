@@ -59,7 +59,7 @@ fn nix_closure_lands_in_the_image() {
     );
     let built = build_image(&p, &area.ctx(), &no_progress).unwrap();
     let bundle = area.path().join("bundle");
-    unpack_bundle(&built.layout_dir, &built.tag, "{}", &bundle).unwrap();
+    unpack_bundle(&built.layout_dir, &built.tag, "{}", &[], &bundle).unwrap();
     let root = bundle.join("rootfs");
     assert_eq!(
         fs::read_to_string(root.join(&u[1..])).unwrap(),
@@ -108,7 +108,7 @@ fn nix_closure_file_from_export_references_graph() {
     );
     let built = build_image(&p, &area.ctx(), &no_progress).unwrap();
     let bundle = area.path().join("bundle");
-    unpack_bundle(&built.layout_dir, &built.tag, "{}", &bundle).unwrap();
+    unpack_bundle(&built.layout_dir, &built.tag, "{}", &[], &bundle).unwrap();
     for path in [&t, &u] {
         assert!(bundle.join("rootfs").join(&path[1..]).is_file(), "{path}");
     }

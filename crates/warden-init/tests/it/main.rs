@@ -30,6 +30,7 @@ fn config(landlock: Landlock, seccomp: Vec<SeccompRule>, grace_period_ms: u64) -
         landlock,
         seccomp,
         grace_period_ms,
+        files: Vec::new(),
     })
     .unwrap()
 }

@@ -37,6 +37,7 @@ fn init_env() -> String {
         },
         seccomp: warden_wire::seccomp::default_rules(),
         grace_period_ms: GRACE_MS,
+        files: Vec::new(),
     };
     format!(
         "{INIT_CONFIG_ENV}={}",

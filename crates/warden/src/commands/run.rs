@@ -52,7 +52,7 @@ fn pick<'a>(
 }
 
 /// Version of what [`bundle_for`] puts into a bundle besides the image's layers.
-const BUNDLE_FORMAT: &str = concat!(env!("CARGO_PKG_VERSION"), "/2");
+const BUNDLE_FORMAT: &str = concat!(env!("CARGO_PKG_VERSION"), "/3");
 
 /// A bundle for this sandbox and image, unpacked once and reused while neither changes.
 pub(crate) fn bundle_for(
@@ -66,12 +66,12 @@ pub(crate) fn bundle_for(
     let mut h = std::collections::hash_map::DefaultHasher::new();
     // What the unpacking adds to a bundle (mount points, the working directory) changes
     // with warden: a bundle made by another version is made again.
-    (BUNDLE_FORMAT, digest, &config).hash(&mut h);
+    (BUNDLE_FORMAT, digest, &config, &s.plan.files).hash(&mut h);
     let dir = crate::commands::build::cache_dir()
         .join("bundles")
         .join(format!("{}-{:016x}", s.name, h.finish()));
     if !dir.join("config.json").exists() {
-        warden_image::unpack_bundle(layout, tag, &config, &dir).map_err(|e| {
+        warden_image::unpack_bundle(layout, tag, &config, &s.plan.files, &dir).map_err(|e| {
             let exit = if e.is_user_error() {
                 Exit::User
             } else {
