@@ -78,6 +78,12 @@ pub type AfterStart = Box<dyn Fn(&StartContext<'_>) + Send + Sync>;
 /// overlap with the clean-up.
 pub type AfterExit = Box<dyn Fn() + Send + Sync>;
 
+/// Called on the calling thread right before libcontainer clones it into the container's
+/// first process; what it returns is dropped once the container is created. A caller with
+/// other threads holds them still with it: a lock one of them held at the clone would
+/// stay held in the copy.
+pub type HoldForClone = Box<dyn Fn() -> Box<dyn std::any::Any> + Send + Sync>;
+
 /// How to run a bundle.
 pub struct RunOptions {
     /// Unique among the runs under `state_root`; also the last component of the run's
@@ -96,6 +102,7 @@ pub struct RunOptions {
     pub before_start: Option<BeforeStart>,
     pub after_start: Option<AfterStart>,
     pub after_exit: Option<AfterExit>,
+    pub hold_for_clone: Option<HoldForClone>,
     /// The user and network namespaces to join instead of creating them (and `lo`,
     /// already up, is not brought up again). Used only when the spec asks for a new user
     /// namespace and a new network namespace.
@@ -123,6 +130,7 @@ impl RunOptions {
             before_start: None,
             after_start: None,
             after_exit: None,
+            hold_for_clone: None,
             namespaces: None,
             kill_after: None,
             tty: false,
@@ -145,6 +153,10 @@ impl fmt::Debug for RunOptions {
             )
             .field("after_start", &self.after_start.as_ref().map(|_| "<hook>"))
             .field("after_exit", &self.after_exit.as_ref().map(|_| "<hook>"))
+            .field(
+                "hold_for_clone",
+                &self.hold_for_clone.as_ref().map(|_| "<hook>"),
+            )
             .field("namespaces", &self.namespaces)
             .field("kill_after", &self.kill_after)
             .field("tty", &self.tty)
@@ -394,6 +406,7 @@ fn create_start_wait(
     let at_once = !loopback && opts.before_start.is_none();
     let built = {
         let _lock = libcontainer_lock();
+        let _held = opts.hold_for_clone.as_ref().map(|hold| hold());
         builder
             .with_executor(InitExecutor)
             .as_init(copy)

@@ -10,6 +10,7 @@ mod commands;
 mod deploy;
 mod multicall;
 mod project;
+mod services;
 mod ui;
 
 use clap::{Parser, Subcommand};

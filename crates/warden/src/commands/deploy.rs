@@ -574,6 +574,25 @@ fn converge(out: &Out, path: &Path, opts: &Converge) -> anyhow::Result<Exit> {
         }
         return Ok(Exit::User);
     }
+    // A sandbox whose router would miss a key fails now, naming the provider and the
+    // variable, not in its supervisor (which inherits this environment) or at a call.
+    for a in &plan.actions {
+        let d = desired.iter().find(|d| d.want.name == a.sandbox);
+        if let (Kind::Create | Kind::Replace, Some(d)) = (a.action, d)
+            && let Some(policy) = &d.policies.inference
+            && let Err(e) = warden_router::Router::new(
+                policy.clone(),
+                warden_router::RouterConfig::default(),
+                warden_router::NoAudit,
+            )
+        {
+            eprintln!(
+                "error: sandbox `{}`: {e}; the inference router reads provider keys from warden's environment",
+                a.sandbox
+            );
+            return Ok(Exit::User);
+        }
+    }
     if plan.actions.is_empty() {
         if quiet {
         } else if out.json {

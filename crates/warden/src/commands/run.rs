@@ -1,17 +1,17 @@
 //! `warden run`: build what is missing, run one sandbox in the foreground, exit with its
-//! code. With egress, the sandbox's proxy is served from this process and follows the
-//! file: an edit (or `warden approve`) reloads the policy within a second.
+//! code. With egress or inference, the sandbox's proxy and router are served from this
+//! process ([`services`]) and follow the file: an edit (or `warden approve`) reloads
+//! their policies within a second.
 
 use crate::Exit;
 use crate::project::{self, Project};
+use crate::services;
 use crate::ui::Out;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use warden_compile::CompiledSandbox;
-use warden_egress::{ProxyConfig, ProxyState};
-use warden_wire::sandbox::PROXY_ADDR;
 
 /// Where warden keeps runtime state: `WARDEN_RUN_DIR`, else `/run/warden`.
 fn run_dir() -> PathBuf {
@@ -167,7 +167,7 @@ pub fn run(
     early: Option<Early>,
 ) -> anyhow::Result<Exit> {
     let early = early.unwrap_or_else(Early::start);
-    // Taken before reading: an edit from here on reloads the egress policy of the run.
+    // Taken before reading: an edit from here on reloads the policies of the run.
     let file_stamp = stamp(path);
     let p = match project::load(out, path) {
         Ok(p) => p,
@@ -184,17 +184,15 @@ pub fn run(
             return Ok(Exit::User);
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
     let job = Prepare {
         spec: Box::new(s.spec.clone()),
-        egress: s.plan.egress.clone().map(|policy| EgressSetup {
-            policy,
+        services: services::Setup {
             sandbox: s.name.clone(),
+            egress: s.plan.egress.clone(),
+            inference: s.plan.inference.clone(),
             state_dir: sandbox_state_dir(&p, &s.name),
-            path: path.to_path_buf(),
-            stamp: file_stamp,
-            stop: stop.clone(),
-        }),
+            workers: 2,
+        },
     };
     // Without a helper, the work is done here.
     let (helper, local) = match early.helper {
@@ -251,75 +249,102 @@ pub fn run(
         return Ok(Exit::Internal);
     };
     // Not fatal when they could not be made: the container then makes its own, and the
-    // proxy's listener is bound once it exists.
+    // listeners are bound once it exists.
     opts.namespaces = prepared.namespaces;
-    let egress = match prepared.egress.transpose() {
-        Ok(e) => e,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            return Ok(Exit::Internal);
+    let services = match prepared.services {
+        Ok(x) => x.map(Arc::new),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(if e.is_user_error() {
+                Exit::User
+            } else {
+                Exit::Internal
+            });
         }
     };
-    if let Some(egress) = &egress {
-        let serve = |listener: std::net::TcpListener,
-                     rt: &tokio::runtime::Handle,
-                     state: &Arc<ProxyState>|
-         -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            listener.set_nonblocking(true)?;
-            let _guard = rt.enter();
-            // The handle is dropped on purpose: the proxy serves until the process ends.
-            let _ = warden_egress::spawn(listener, state.clone())?;
-            Ok(())
-        };
-        let (rt, state) = (egress.rt.handle().clone(), egress.state.clone());
-        match prepared.listener {
+    if let Some(svc) = &services {
+        match prepared.listeners {
             // Bound in the prepared namespace: served from now on, before the sandbox
             // exists, so the run has nothing to do between create and start.
-            Some(listener) => {
-                if let Err(e) = serve(listener, &rt, &state) {
-                    eprintln!("error: cannot serve the egress proxy of `{}`: {e}", s.name);
+            Some(listeners) => {
+                if let Err(e) = svc.serve(listeners) {
+                    eprintln!("error: {e}");
                     return Ok(Exit::Internal);
                 }
             }
             // Bound once the container's network namespace exists.
             None => {
+                let svc = svc.clone();
                 opts.before_start = Some(Box::new(move |cx| {
-                    let listener = warden_runtime::bind_in_netns(cx.init_pid, PROXY_ADDR.parse()?)?;
-                    serve(listener, &rt, &state)
+                    let listeners = services::Listeners::bind(svc.needs(), |addr| {
+                        warden_runtime::bind_in_netns(cx.init_pid, addr)
+                    })?;
+                    // Served until the services shut down with the run.
+                    svc.serve(listeners)?;
+                    Ok(())
                 }));
             }
         }
+        // The runtime's workers are parked while libcontainer clones this thread.
+        let svc = svc.clone();
+        opts.hold_for_clone = Some(Box::new(move || Box::new(services::hold(Some(&svc)))));
     }
-    // Once the sandbox is gone, its proxy is shut down (connections end, the audit log
-    // reaches the disk) on a thread of its own while the runtime removes the container.
-    let egress = Arc::new(Mutex::new(egress));
-    let shutting_down = Arc::new(Mutex::new(None));
-    opts.after_exit = Some(Box::new({
-        let (egress, shutting_down, stop) = (egress.clone(), shutting_down.clone(), stop.clone());
+    // The file watcher starts once the container exists (a thread starting during the
+    // clone is what the hold keeps out) and reloads the policies on an edit.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher: Arc<Mutex<Option<std::thread::JoinHandle<()>>>> = Arc::new(Mutex::new(None));
+    if let Some(svc) = &services {
+        let (svc, watcher, stop) = (svc.clone(), watcher.clone(), stop.clone());
+        let (path, name) = (path.to_path_buf(), s.name.clone());
+        opts.after_start = Some(Box::new(move |_| {
+            let w = spawn_watcher(
+                path.clone(),
+                name.clone(),
+                svc.clone(),
+                file_stamp,
+                stop.clone(),
+            );
+            *watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+        }));
+    }
+    // Once the sandbox is gone, its services are shut down (connections end, the audit
+    // logs reach the disk) on a thread of their own while the runtime removes the
+    // container.
+    let down = {
+        let (services, watcher, stop) = (services.clone(), watcher.clone(), stop.clone());
         move || {
             stop.store(true, Ordering::Relaxed);
-            let taken = egress.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(e) = taken {
-                // Unspawned, the closure (and so the proxy) is dropped here, which shuts
-                // it down as well, waiting for its threads.
-                let down = warden_runtime::spawn_elsewhere("warden-egress-down", || e.shut_down());
-                *shutting_down.lock().unwrap_or_else(|e| e.into_inner()) = down.ok();
+            let w = watcher.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(w) = w {
+                w.thread().unpark();
+                let _ = w.join();
             }
+            if let Some(svc) = &services {
+                svc.shut_down();
+            }
+        }
+    };
+    let shutting_down = Arc::new(Mutex::new(None));
+    let down = Arc::new(down);
+    opts.after_exit = Some(Box::new({
+        let (down, shutting_down) = (down.clone(), shutting_down.clone());
+        move || {
+            let d = down.clone();
+            let t = warden_runtime::spawn_elsewhere("warden-services-down", move || (*d)());
+            *shutting_down.lock().unwrap_or_else(|e| e.into_inner()) = t.ok();
         }
     }));
     let result = warden_runtime::run_foreground(&bundle, &opts);
-    stop.store(true, Ordering::Relaxed);
-    // Still here when the run failed before the sandbox exited.
-    let left = egress.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(e) = left {
-        e.shut_down();
-    }
-    let down = shutting_down
+    let t = shutting_down
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
-    if let Some(down) = down {
-        let _ = down.join();
+    match t {
+        Some(t) => {
+            let _ = t.join();
+        }
+        // The run failed before the sandbox exited (or the thread could not start).
+        None => (*down)(),
     }
     match result {
         Ok(code) => Ok(Exit::Code(code)),
@@ -344,11 +369,11 @@ impl Early {
     /// Starts the kernel's waits of a run right away: the cgroup move's grace period
     /// ([`warden_runtime::prime_attach`]) and, on a helper thread, the sandbox's user and
     /// network namespaces (see [`warden_runtime::UnmappedNamespaces`]). Once the file is
-    /// compiled, the helper finishes them with the spec's mappings and, with egress,
-    /// binds the proxy's listener there and makes the proxy's runtime, state and file
-    /// watcher, while the calling thread checks the image and writes the bundle. Dropped
-    /// unused (a bad command line, a broken file), the helper ends and its namespaces are
-    /// gone.
+    /// compiled, the helper finishes them with the spec's mappings and binds the egress
+    /// proxy's and the inference router's listeners there and makes their runtime and
+    /// state ([`services::Services`]), while the calling thread checks the image and
+    /// writes the bundle. Dropped unused (a bad command line, a broken file), the helper
+    /// ends and its namespaces are gone.
     pub fn start() -> Early {
         warden_runtime::prime_attach();
         let (jobs, job_rx) = std::sync::mpsc::channel::<Prepare>();
@@ -363,84 +388,32 @@ impl Early {
 /// What the helper thread of a run finishes once the file is compiled.
 struct Prepare {
     spec: Box<warden_compile::Spec>,
-    egress: Option<EgressSetup>,
+    services: services::Setup,
 }
 
 /// What a run gets from [`Prepare::run`].
 struct Prepared {
     namespaces: Option<warden_runtime::PreparedNamespaces>,
-    /// The proxy's listener, bound in `namespaces`.
-    listener: Option<std::net::TcpListener>,
-    egress: Option<Result<Egress, String>>,
+    /// The services' listeners, bound in `namespaces`.
+    listeners: Option<services::Listeners>,
+    services: Result<Option<services::Services>, services::Error>,
 }
 
 impl Prepare {
     /// `ns`: the namespaces made before the file was read, if they could be.
     fn run(self, ns: Option<warden_runtime::UnmappedNamespaces>) -> Prepared {
-        let listener = ns
+        let needs = self.services.needs();
+        let listeners = ns
             .as_ref()
-            .filter(|_| self.egress.is_some())
-            .and_then(|ns| ns.bind(PROXY_ADDR.parse().ok()?).ok());
+            .filter(|_| needs.any())
+            .and_then(|ns| services::Listeners::bind(needs, |addr| ns.bind(addr)).ok());
         let namespaces = ns.and_then(|ns| ns.finish(&self.spec).ok().flatten());
         Prepared {
-            // A listener in namespaces the container does not join would be unreachable.
-            listener: listener.filter(|_| namespaces.is_some()),
+            // Listeners in namespaces the container does not join would be unreachable.
+            listeners: listeners.filter(|_| namespaces.is_some()),
             namespaces,
-            egress: self.egress.map(EgressSetup::start),
+            services: services::Services::start(self.services),
         }
-    }
-}
-
-/// The egress proxy of a run.
-struct Egress {
-    rt: tokio::runtime::Runtime,
-    state: Arc<ProxyState>,
-    watcher: std::thread::JoinHandle<()>,
-}
-
-impl Egress {
-    /// Stops the policy watcher (its stop flag must be set), writes what the audit log
-    /// and the approvals still hold, and stops the runtime.
-    fn shut_down(self) {
-        self.watcher.thread().unpark();
-        let _ = self.watcher.join();
-        self.state.flush();
-        self.rt.shutdown_timeout(Duration::from_millis(200));
-    }
-}
-
-struct EgressSetup {
-    policy: warden_wire::egress::EgressPolicy,
-    sandbox: String,
-    state_dir: PathBuf,
-    /// The file, watched for edits.
-    path: PathBuf,
-    stamp: Option<SystemTime>,
-    stop: Arc<AtomicBool>,
-}
-
-impl EgressSetup {
-    /// The proxy's runtime and state, and the watcher that reloads its policy.
-    fn start(self) -> Result<Egress, String> {
-        let EgressSetup {
-            policy,
-            sandbox,
-            state_dir,
-            path,
-            stamp,
-            stop,
-        } = self;
-        let fail = |e: &dyn std::fmt::Display| {
-            format!("cannot start the egress proxy of `{sandbox}`: {e}")
-        };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| fail(&e))?;
-        let state = ProxyState::new(policy, ProxyConfig::new(state_dir)).map_err(|e| fail(&e))?;
-        let watcher = spawn_watcher(path, sandbox, state.clone(), stamp, stop);
-        Ok(Egress { rt, state, watcher })
     }
 }
 
@@ -448,11 +421,12 @@ fn stamp(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// Reload the egress policy when the file changes (hand edits, `warden approve`).
+/// Reload the egress and inference policies when the file changes (hand edits, `warden
+/// approve`).
 fn spawn_watcher(
     path: PathBuf,
     sandbox: String,
-    state: Arc<ProxyState>,
+    services: Arc<services::Services>,
     mut last: Option<SystemTime>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
@@ -463,6 +437,7 @@ fn spawn_watcher(
             if stop.load(Ordering::Relaxed) {
                 break;
             }
+            let _busy = services::busy();
             let now = stamp(&path);
             if now == last {
                 continue;
@@ -474,7 +449,7 @@ fn spawn_watcher(
             };
             let Ok(p) = project::load(&quiet, &path) else {
                 eprintln!(
-                    "warden: `{}` changed but is invalid; keeping the current egress policy",
+                    "warden: `{}` changed but is invalid; keeping the current policies",
                     path.display()
                 );
                 continue;
@@ -482,19 +457,24 @@ fn spawn_watcher(
             let Ok(c) = project::compile(&p) else {
                 continue;
             };
-            if let Some(policy) = c
+            let Some(plan) = c
                 .sandboxes
                 .iter()
                 .find(|x| x.name == sandbox)
-                .and_then(|x| x.plan.egress.clone())
-            {
-                match state.reload(policy) {
-                    Ok(()) => eprintln!(
-                        "warden: egress policy of `{sandbox}` reloaded from `{}`",
-                        path.display()
-                    ),
-                    Err(e) => eprintln!("warden: cannot reload the egress policy: {e}"),
+                .map(|x| &x.plan)
+            else {
+                continue;
+            };
+            match services.reload(plan.egress.clone(), plan.inference.clone()) {
+                Ok(done) => {
+                    for what in done {
+                        eprintln!(
+                            "warden: {what} policy of `{sandbox}` reloaded from `{}`",
+                            path.display()
+                        );
+                    }
                 }
+                Err(e) => eprintln!("warden: {e}"),
             }
         }
     })

@@ -3,6 +3,7 @@
 mod apply;
 mod egress;
 mod examples;
+mod inference;
 mod lang;
 mod mounts;
 mod runtime;

@@ -1,0 +1,898 @@
+//! The inference router served per sandbox (root): real clients, unmodified, inside a
+//! sandbox reach mock providers on the host's loopback through the router, which adds
+//! the real keys on the way out; the real keys appear nowhere the sandbox can look; an
+//! edited route applies to the next call of a running sandbox, run or applied; a missing
+//! key stops the start; Claude Code runs headless and interactive against a mock.
+//!
+//! The mocks speak just enough of the Anthropic Messages and OpenAI Chat Completions and
+//! Responses APIs for the official SDKs and the agents: one plain HTTP, one HTTPS with a
+//! certificate authority made here (the provider's `ca=`).
+
+use super::egress::Env;
+use super::run;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A request as a mock saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// `POST /v1/messages?beta=true`
+    pub line: String,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A mock provider answering every API call with `text` (split in two deltas when
+/// streamed).
+pub struct Mock {
+    pub port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Mock {
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn plain(text: &'static str) -> Mock {
+        Mock::start(text, None, Pace::Quick)
+    }
+
+    pub fn tls(text: &'static str, ca: &TestCa) -> Mock {
+        Mock::start(text, Some(ca.server_config()), Pace::Quick)
+    }
+
+    /// A plain mock whose streamed answers trickle: one event every `gap`.
+    pub fn slow(text: &'static str, gap: Duration) -> Mock {
+        Mock::start(text, None, Pace::Slow(gap))
+    }
+
+    fn start(text: &'static str, tls: Option<Arc<rustls::ServerConfig>>, pace: Pace) -> Mock {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind mock");
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { continue };
+                let (log, tls) = (log.clone(), tls.clone());
+                std::thread::spawn(move || {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+                    let _ = c.set_nodelay(true);
+                    match tls {
+                        Some(cfg) => {
+                            let Ok(conn) = rustls::ServerConnection::new(cfg) else {
+                                return;
+                            };
+                            serve(rustls::StreamOwned::new(conn, c), text, pace, &log);
+                        }
+                        None => serve(c, text, pace, &log),
+                    }
+                });
+            }
+        });
+        Mock { port, seen }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Pace {
+    Quick,
+    Slow(Duration),
+}
+
+fn serve<S: Read + Write>(mut s: S, text: &str, pace: Pace, log: &Mutex<Vec<Seen>>) {
+    let mut buf = Vec::new();
+    while let Some(seen) = read_request(&mut s, &mut buf) {
+        log.lock().unwrap().push(seen.clone());
+        let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap_or_default();
+        let model = body["model"].as_str().unwrap_or("model").to_string();
+        let stream = body["stream"].as_bool() == Some(true);
+        let path = seen.line.split(' ').nth(1).unwrap_or("").to_string();
+        let path = path.split('?').next().unwrap_or("").to_string();
+        let ok = if path.ends_with("/messages/count_tokens") {
+            json(&mut s, r#"{"input_tokens":12}"#)
+        } else if path.ends_with("/messages") {
+            if stream {
+                sse(&mut s, &anthropic_events(&model, text), pace)
+            } else {
+                json(&mut s, &anthropic_message(&model, text))
+            }
+        } else if path.ends_with("/chat/completions") {
+            if stream {
+                sse(&mut s, &chat_events(&model, text), pace)
+            } else {
+                json(&mut s, &chat_completion(&model, text))
+            }
+        } else if path.ends_with("/responses") {
+            if stream {
+                sse(&mut s, &responses_events(&model, text), pace)
+            } else {
+                json(&mut s, &response(&model, text, "completed").to_string())
+            }
+        } else {
+            let b = r#"{"error":{"type":"not_found","message":"not here"}}"#;
+            write!(
+                s,
+                "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
+                b.len()
+            )
+            .is_ok()
+        };
+        if !ok || s.flush().is_err() {
+            return;
+        }
+    }
+}
+
+fn read_request<S: Read>(s: &mut S, buf: &mut Vec<u8>) -> Option<Seen> {
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let mut b = [0u8; 8192];
+        let n = s.read(&mut b).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&b[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let line = lines.next()?.trim_end_matches(" HTTP/1.1").to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    buf.drain(..head_end + 4);
+    while buf.len() < len {
+        let mut b = [0u8; 8192];
+        let n = s.read(&mut b).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&b[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf.drain(..len).collect::<Vec<u8>>()).to_string();
+    Some(Seen {
+        line,
+        headers,
+        body,
+    })
+}
+
+fn json<S: Write>(s: &mut S, body: &str) -> bool {
+    write!(
+        s,
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .is_ok()
+}
+
+/// Server-sent events, each as one chunk of a chunked answer.
+fn sse<S: Write>(s: &mut S, events: &[(String, String)], pace: Pace) -> bool {
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
+    if s.write_all(head.as_bytes()).is_err() {
+        return false;
+    }
+    for (name, data) in events {
+        let ev = if name.is_empty() {
+            format!("data: {data}\n\n")
+        } else {
+            format!("event: {name}\ndata: {data}\n\n")
+        };
+        if write!(s, "{:x}\r\n{ev}\r\n", ev.len()).is_err() || s.flush().is_err() {
+            return false;
+        }
+        if let Pace::Slow(gap) = pace {
+            std::thread::sleep(gap);
+        }
+    }
+    s.write_all(b"0\r\n\r\n").is_ok()
+}
+
+/// The answer's text in two deltas: `"hello from"` and `" plain"` for `"hello from plain"`.
+fn halves(text: &str) -> (String, String) {
+    match text.rfind(' ') {
+        Some(i) => (text[..i].to_string(), text[i..].to_string()),
+        None => (text.to_string(), String::new()),
+    }
+}
+
+fn anthropic_message(model: &str, text: &str) -> String {
+    serde_json::json!({
+        "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": 12, "output_tokens": 3},
+    })
+    .to_string()
+}
+
+fn anthropic_events(model: &str, text: &str) -> Vec<(String, String)> {
+    let (a, b) = halves(text);
+    let e = |n: &str, v: serde_json::Value| (n.to_string(), v.to_string());
+    vec![
+        e(
+            "message_start",
+            serde_json::json!({"type": "message_start", "message": {
+                "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+        ),
+        e(
+            "content_block_start",
+            serde_json::json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+        ),
+        e(
+            "content_block_delta",
+            serde_json::json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": a}}),
+        ),
+        e(
+            "content_block_delta",
+            serde_json::json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": b}}),
+        ),
+        e(
+            "content_block_stop",
+            serde_json::json!({"type": "content_block_stop", "index": 0}),
+        ),
+        e(
+            "message_delta",
+            serde_json::json!({"type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"output_tokens": 3}}),
+        ),
+        e(
+            "message_stop",
+            serde_json::json!({"type": "message_stop"}),
+        ),
+    ]
+}
+
+fn chat_completion(model: &str, text: &str) -> String {
+    serde_json::json!({
+        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+    })
+    .to_string()
+}
+
+fn chat_events(model: &str, text: &str) -> Vec<(String, String)> {
+    let (a, b) = halves(text);
+    let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+        (
+            String::new(),
+            serde_json::json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",
+                "created": 1, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            .to_string(),
+        )
+    };
+    vec![
+        chunk(
+            serde_json::json!({"role": "assistant", "content": a}),
+            serde_json::Value::Null,
+        ),
+        chunk(serde_json::json!({"content": b}), serde_json::Value::Null),
+        chunk(serde_json::json!({}), serde_json::json!("stop")),
+        (String::new(), "[DONE]".to_string()),
+    ]
+}
+
+fn response(model: &str, text: &str, status: &str) -> serde_json::Value {
+    let output = if status == "completed" {
+        serde_json::json!([{"type": "message", "id": "msg_mock", "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}])
+    } else {
+        serde_json::json!([])
+    };
+    serde_json::json!({
+        "id": "resp_mock", "object": "response", "created_at": 1, "status": status,
+        "model": model, "output": output, "parallel_tool_calls": true, "tool_choice": "auto",
+        "tools": [],
+        "usage": {"input_tokens": 12, "output_tokens": 3, "total_tokens": 15,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0}},
+    })
+}
+
+fn responses_events(model: &str, text: &str) -> Vec<(String, String)> {
+    let (a, b) = halves(text);
+    let item = |status: &str, text: &str| {
+        serde_json::json!({"type": "message", "id": "msg_mock", "status": status,
+            "role": "assistant",
+            "content": if text.is_empty() { serde_json::json!([]) } else {
+                serde_json::json!([{"type": "output_text", "text": text, "annotations": []}]) }})
+    };
+    let e = |n: &str, mut v: serde_json::Value, seq: u64| {
+        v["type"] = serde_json::json!(n);
+        v["sequence_number"] = serde_json::json!(seq);
+        (n.to_string(), v.to_string())
+    };
+    vec![
+        e(
+            "response.created",
+            serde_json::json!({"response": response(model, text, "in_progress")}),
+            0,
+        ),
+        e(
+            "response.output_item.added",
+            serde_json::json!({"output_index": 0, "item": item("in_progress", "")}),
+            1,
+        ),
+        e(
+            "response.content_part.added",
+            serde_json::json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": []}}),
+            2,
+        ),
+        e(
+            "response.output_text.delta",
+            serde_json::json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0,
+                "delta": a, "logprobs": []}),
+            3,
+        ),
+        e(
+            "response.output_text.delta",
+            serde_json::json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0,
+                "delta": b, "logprobs": []}),
+            4,
+        ),
+        e(
+            "response.output_text.done",
+            serde_json::json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0,
+                "text": text, "logprobs": []}),
+            5,
+        ),
+        e(
+            "response.content_part.done",
+            serde_json::json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0,
+                "part": {"type": "output_text", "text": text, "annotations": []}}),
+            6,
+        ),
+        e(
+            "response.output_item.done",
+            serde_json::json!({"output_index": 0, "item": item("completed", text)}),
+            7,
+        ),
+        e(
+            "response.completed",
+            serde_json::json!({"response": response(model, text, "completed")}),
+            8,
+        ),
+    ]
+}
+
+/// A certificate authority made for one test: its PEM in a file (the provider's `ca=`)
+/// and a certificate for 127.0.0.1 it signed.
+pub struct TestCa {
+    pub pem_path: PathBuf,
+    _dir: tempfile::TempDir,
+    leaf_der: rustls::pki_types::CertificateDer<'static>,
+    leaf_key: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "warden inference test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pem_path = dir.path().join("ca.pem");
+        std::fs::write(&pem_path, ca_cert.pem()).unwrap();
+        TestCa {
+            pem_path,
+            _dir: dir,
+            leaf_der: leaf.der().clone(),
+            leaf_key: leaf_key.serialize_der(),
+        }
+    }
+
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.leaf_key.clone().into());
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![self.leaf_der.clone()], key)
+                .unwrap(),
+        )
+    }
+}
+
+/// A key no file and no image holds: only warden's environment.
+fn real_key(kind: &str) -> String {
+    let mut b = [0u8; 12];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("sk-{kind}-real-{hex}")
+}
+
+const PLACEHOLDER: &str = "sk-warden-placeholder-the-router-adds-the-real-key";
+
+/// Every regular file below `dir` that holds `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file()
+                && std::fs::read(e.path())
+                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// The bundles warden made for `sandbox` (in the test's shared cache).
+fn bundles_of(sandbox: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("warden-cache")
+        .join("bundles");
+    std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("{sandbox}-"))
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The key is nowhere the sandbox can read or warden wrote: not in any bundle of the
+/// sandbox, not in its state directory (audit logs), not in the environ dump.
+fn assert_key_kept_out(env: &Env, sandbox: &str, key: &str, dump: &str) {
+    assert!(!dump.contains(key), "the sandbox saw the real key");
+    let bundles = bundles_of(sandbox);
+    assert!(!bundles.is_empty(), "no bundle of `{sandbox}` found");
+    for b in bundles {
+        assert_eq!(files_holding(&b, key), Vec::<PathBuf>::new(), "{}", b.display());
+    }
+    let state = env.dir.path().join("state");
+    assert_eq!(files_holding(&state, key), Vec::<PathBuf>::new());
+}
+
+/// The official `anthropic` and `openai` Python packages, installed once for the test
+/// suite with the host's pip.
+fn python_sdks() -> PathBuf {
+    static ONCE: Mutex<()> = Mutex::new(());
+    let _g = ONCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-cache/python-sdks");
+    let done = dir.join(".installed");
+    if !done.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        let status = Command::new("/usr/bin/python3")
+            .args(["-m", "pip", "install", "--quiet", "--no-compile", "--target"])
+            .arg(&dir)
+            .args(["anthropic", "openai"])
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .env("PIP_ROOT_USER_ACTION", "ignore")
+            .status()
+            .expect("these tests need pip for /usr/bin/python3 (Debian: python3-pip)");
+        assert!(status.success(), "pip install anthropic openai failed");
+        std::fs::write(&done, "").unwrap();
+    }
+    dir
+}
+
+/// Debian's Python 3.11 (what `with-libs "/usr/lib/python3.11"` copies the library of).
+fn assert_debian_python() {
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", "import sys; print(sys.version_info[:2])"])
+        .output()
+        .expect("these tests need /usr/bin/python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "(3, 11)",
+        "/usr/bin/python3 must be Debian's 3.11"
+    );
+}
+
+/// What the Python client in the sandbox does: every API, plain and streamed, then a
+/// dump of every process's environment it can read.
+const CLIENT_PY: &str = r#"
+import os, sys
+import anthropic, openai
+
+a = anthropic.Anthropic()
+m = a.messages.create(model="claude-test", max_tokens=16,
+                      messages=[{"role": "user", "content": "write a haiku about walls"}])
+print("anthropic:", m.content[0].text)
+with a.messages.stream(model="claude-test", max_tokens=16,
+                       messages=[{"role": "user", "content": "and one about doors"}]) as s:
+    print("anthropic-stream:", "".join(s.text_stream))
+
+o = openai.OpenAI()
+c = o.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+print("chat:", c.choices[0].message.content)
+parts = []
+for ch in o.chat.completions.create(model="gpt-test", stream=True,
+                                    messages=[{"role": "user", "content": "hi"}]):
+    if ch.choices and ch.choices[0].delta.content:
+        parts.append(ch.choices[0].delta.content)
+print("chat-stream:", "".join(parts))
+r = o.responses.create(model="gpt-test", input="hi")
+print("responses:", r.output_text)
+parts = []
+for ev in o.responses.create(model="gpt-test", input="hi", stream=True):
+    if ev.type == "response.output_text.delta":
+        parts.append(ev.delta)
+print("responses-stream:", "".join(parts))
+sys.stdout.flush()
+
+read = 0
+for pid in sorted(p for p in os.listdir("/proc") if p.isdigit()):
+    try:
+        raw = open("/proc/%s/environ" % pid, "rb").read()
+    except OSError as e:
+        print("environ %s: unreadable (%s)" % (pid, e.strerror))
+        continue
+    read += 1
+    for kv in raw.split(b"\0"):
+        if kv:
+            print("environ %s: %s" % (pid, kv.decode("utf-8", "replace")))
+print("environs read:", read)
+"#;
+
+/// What the SDKs' compiled extensions (`pydantic_core`, `jiter`) link besides what
+/// Python itself does.
+const PY_EXT_LIBS: &str = "\"/lib/x86_64-linux-gnu/librt.so.1\" \"/lib/x86_64-linux-gnu/libgcc_s.so.1\" \"/lib/x86_64-linux-gnu/libpthread.so.0\" \"/lib/x86_64-linux-gnu/libdl.so.2\"";
+
+fn python_image(sdks: &Path, client: &Path) -> String {
+    format!(
+        "image \"py\" {{\n    from-host \"/usr/bin/python3\"\n    with-libs \"/usr/lib/python3.11\" {PY_EXT_LIBS}\n    copy {:?} to=\"/opt/sdk\"\n    copy {:?} to=\"/opt/client.py\"\n    env \"PYTHONPATH\" \"/opt/sdk\"\n    env \"PYTHONDONTWRITEBYTECODE\" \"1\"\n}}\n",
+        sdks.display().to_string(),
+        client.display().to_string()
+    )
+}
+
+#[test]
+fn official_sdks_reach_plain_and_tls_providers_with_keys_they_never_see() {
+    assert_debian_python();
+    let env = Env::new();
+    let sdks = python_sdks();
+    let ca = TestCa::new();
+    let plain = Mock::plain("hello from plain");
+    let tls = Mock::tls("hello over tls", &ca);
+    let (anthropic_key, openai_key) = (real_key("ant"), real_key("oai"));
+    let client = env.dir.path().join("client.py");
+    std::fs::write(&client, CLIENT_PY).unwrap();
+    let file = env.file();
+    std::fs::write(
+        &file,
+        format!(
+            "{}\nprovider \"anthropic\" api=\"anthropic\" endpoint=\"http://127.0.0.1:{}\" key-env=\"WARDEN_TEST_ANTHROPIC_KEY\"\nprovider \"openai\" api=\"openai\" endpoint=\"https://127.0.0.1:{}/v1\" key-env=\"WARDEN_TEST_OPENAI_KEY\" ca={:?}\n\nsandbox \"sdks\" {{\n    image \"py\"\n    command \"/usr/bin/python3\" \"/opt/client.py\"\n    inference {{\n        route \"claude-*\" to=\"anthropic\"\n        route \"gpt-*\" to=\"openai\"\n    }}\n}}\n",
+            python_image(&sdks, &client),
+            plain.port,
+            tls.port,
+            ca.pem_path.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(env
+        .cmd()
+        .arg("run")
+        .arg(&file)
+        .env("WARDEN_TEST_ANTHROPIC_KEY", &anthropic_key)
+        .env("WARDEN_TEST_OPENAI_KEY", &openai_key));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let answers: Vec<&str> = out.lines().filter(|l| !l.starts_with("environ")).collect();
+    assert_eq!(
+        answers,
+        [
+            "anthropic: hello from plain",
+            "anthropic-stream: hello from plain",
+            "chat: hello over tls",
+            "chat-stream: hello over tls",
+            "responses: hello over tls",
+            "responses-stream: hello over tls",
+        ],
+        "{err}"
+    );
+    // The sandbox's environment: the placeholder and the router's address, never a key.
+    let environ: Vec<&str> = out.lines().filter(|l| l.starts_with("environ")).collect();
+    let read: usize = environ
+        .last()
+        .and_then(|l| l.strip_prefix("environs read: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(read >= 2, "pid 1 and the client at least: {environ:?}");
+    for var in [
+        format!("ANTHROPIC_API_KEY={PLACEHOLDER}"),
+        format!("OPENAI_API_KEY={PLACEHOLDER}"),
+        "ANTHROPIC_BASE_URL=http://127.0.0.1:3129".to_string(),
+        "OPENAI_BASE_URL=http://127.0.0.1:3129/v1".to_string(),
+        "NO_PROXY=localhost,127.0.0.1,::1".to_string(),
+    ] {
+        let n = environ
+            .iter()
+            .filter(|l| l.split_once(": ").is_some_and(|(_, kv)| kv == var))
+            .count();
+        assert_eq!(n, read, "`{var}` in every environment: {environ:?}");
+    }
+    assert!(
+        !environ.iter().any(|l| l.contains("WARDEN_TEST_")),
+        "{environ:?}"
+    );
+    assert_key_kept_out(&env, "sdks", &anthropic_key, &out);
+    assert_key_kept_out(&env, "sdks", &openai_key, &out);
+    // Each provider saw its own real key on each of its three calls, and no placeholder.
+    let a = plain.seen();
+    assert_eq!(
+        a.iter().map(|s| s.line.as_str()).collect::<Vec<_>>(),
+        ["POST /v1/messages", "POST /v1/messages"]
+    );
+    for s in &a {
+        assert_eq!(s.header("x-api-key"), Some(anthropic_key.as_str()));
+        assert_eq!(s.header("authorization"), None);
+        assert!(!s.headers.iter().any(|(_, v)| v.contains(PLACEHOLDER)));
+    }
+    let o = tls.seen();
+    assert_eq!(
+        o.iter().map(|s| s.line.as_str()).collect::<Vec<_>>(),
+        [
+            "POST /v1/chat/completions",
+            "POST /v1/chat/completions",
+            "POST /v1/responses",
+            "POST /v1/responses"
+        ]
+    );
+    let bearer = format!("Bearer {openai_key}");
+    for s in &o {
+        assert_eq!(s.header("authorization"), Some(bearer.as_str()));
+        assert!(!s.headers.iter().any(|(_, v)| v.contains(PLACEHOLDER)));
+    }
+    // One audit event per call, in the sandbox's state directory, root's only; the
+    // prompts are not in it.
+    let state = env.dir.path().join("state/sandboxes/sdks");
+    let audit_path = state.join("inference.jsonl");
+    let audit = std::fs::read_to_string(&audit_path).unwrap();
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(String, String, u64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["endpoint"].as_str().unwrap().to_string(),
+                e["provider"].as_str().unwrap_or("-").to_string(),
+                e["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let row = |e: &str, p: &str| (e.to_string(), p.to_string(), 200);
+    assert_eq!(
+        summary,
+        [
+            row("messages", "anthropic"),
+            row("messages", "anthropic"),
+            row("chat-completions", "openai"),
+            row("chat-completions", "openai"),
+            row("responses", "openai"),
+            row("responses", "openai"),
+        ]
+    );
+    assert!(!audit.contains("haiku"), "{audit}");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&audit_path).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
+}
+
+/// A busybox image for sandboxes that call the router with `wget`.
+const BUSYBOX: &str = "image \"bb\" {\n    from-host \"/bin/busybox\"\n}\n";
+
+/// A shell loop calling `POST /v1/messages` through the router every quarter second and
+/// printing each answer's text (the answer has no final newline: `echo` adds it), `n`
+/// times.
+fn calling_loop(n: u32) -> String {
+    format!(
+        "i=0; while [ $i -lt {n} ]; do \
+           busybox wget -q -O- --header 'content-type: application/json' --header 'anthropic-version: 2023-06-01' \
+             --post-data '{{\"model\":\"claude-test\",\"max_tokens\":8,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}' \
+             http://127.0.0.1:3129/v1/messages | busybox sed -n 's/.*\"text\":\"\\([^\"]*\\)\".*/\\1/p'; echo; \
+           i=$((i+1)); busybox sleep 0.25; done"
+    )
+}
+
+fn routed_file(script: &str, a: &Mock, b: &Mock, to: &str) -> String {
+    format!(
+        "{BUSYBOX}\nprovider \"a\" api=\"anthropic\" endpoint=\"http://127.0.0.1:{}\" key-env=\"WARDEN_TEST_KEY\"\nprovider \"b\" api=\"anthropic\" endpoint=\"http://127.0.0.1:{}\" key-env=\"WARDEN_TEST_KEY\"\n\nsandbox \"routed\" {{\n    image \"bb\"\n    command \"/bin/busybox\" \"sh\" \"-c\" {script:?}\n    filesystem {{\n        read-write \"/tmp\"\n    }}\n    inference {{\n        route \"claude-*\" to=\"{to}\"\n    }}\n}}\n",
+        a.port, b.port
+    )
+}
+
+/// Lines of `path` (a growing log) once `pred` holds for them, within `timeout`.
+fn wait_for_lines(
+    what: &str,
+    timeout: Duration,
+    mut read: impl FnMut() -> String,
+    pred: impl Fn(&[&str]) -> bool,
+) -> String {
+    let start = Instant::now();
+    loop {
+        let text = read();
+        if pred(&text.lines().collect::<Vec<_>>()) {
+            return text;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_edited_route_applies_to_the_next_call_of_a_running_sandbox() {
+    let env = Env::new();
+    let (a, b) = (Mock::plain("answer from a"), Mock::plain("answer from b"));
+    let key = real_key("route");
+    let file = env.file();
+    std::fs::write(&file, routed_file(&calling_loop(200), &a, &b, "a")).unwrap();
+    let mut child = env
+        .cmd()
+        .arg("run")
+        .arg(&file)
+        .env("WARDEN_TEST_KEY", &key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = Arc::new(Mutex::new(String::new()));
+    {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut s = lines.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+    }
+    let read = || lines.lock().unwrap().clone();
+    wait_for_lines("answers from a", Duration::from_secs(30), read, |l| {
+        l.len() >= 2
+    });
+    assert!(b.seen().is_empty());
+    // The edit: same file, the route now names `b`.
+    let edited = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("route \"claude-*\" to=\"a\"", "route \"claude-*\" to=\"b\"");
+    std::fs::write(&file, edited).unwrap();
+    let text = wait_for_lines("an answer from b", Duration::from_secs(20), read, |l| {
+        l.iter().filter(|x| **x == "answer from b").count() >= 2
+    });
+    // SIGTERM: forwarded to the sandbox; the run then shuts its router down, which
+    // writes the audit log out.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Every answer before the edit came from `a`, every one after from `b`.
+    let answers: Vec<&str> = text.lines().collect();
+    let first_b = answers.iter().position(|x| *x == "answer from b").unwrap();
+    assert!(first_b >= 2, "{answers:?}");
+    assert!(
+        answers[..first_b].iter().all(|x| *x == "answer from a"),
+        "{answers:?}"
+    );
+    assert!(
+        answers[first_b..].iter().all(|x| *x == "answer from b"),
+        "{answers:?}"
+    );
+    assert!(
+        stderr.contains("warden: inference policy of `routed` reloaded from"),
+        "{stderr}"
+    );
+    // Both providers got the real key; the audit names who answered each call.
+    for m in [&a, &b] {
+        assert!(
+            m.seen()
+                .iter()
+                .all(|s| s.header("x-api-key") == Some(key.as_str()))
+        );
+    }
+    let audit =
+        std::fs::read_to_string(env.dir.path().join("state/sandboxes/routed/inference.jsonl"))
+            .unwrap();
+    let providers: Vec<String> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["provider"].to_string())
+        .collect();
+    // The calls printed, in order (a call cut by the SIGTERM may follow).
+    let expected: Vec<String> = answers
+        .iter()
+        .map(|a| format!("\"{}\"", a.trim_start_matches("answer from ")))
+        .collect();
+    assert_eq!(providers[..expected.len()], expected[..], "{audit}");
+}
+
+#[test]
+fn a_missing_key_stops_the_run_naming_provider_and_variable() {
+    let env = Env::new();
+    let a = Mock::plain("unused");
+    let file = env.file();
+    std::fs::write(&file, routed_file("exit 0", &a, &a, "a")).unwrap();
+    let (code, out, err) = run(env
+        .cmd()
+        .arg("run")
+        .arg(&file)
+        .env_remove("WARDEN_TEST_KEY"));
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(
+        err,
+        "error: sandbox `routed`: provider `a`: no key: environment variable `WARDEN_TEST_KEY` is not set; the inference router reads provider keys from warden's environment when the sandbox starts\n"
+    );
+    assert!(a.seen().is_empty());
+    // `apply` refuses before starting anything.
+    let (code, _, err) = run(env
+        .cmd()
+        .args(["apply", "--yes"])
+        .arg(&file)
+        .env_remove("WARDEN_TEST_KEY"));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "error: sandbox `routed`: provider `a`: no key: environment variable `WARDEN_TEST_KEY` is not set"
+        ),
+        "{err}"
+    );
+    let (_, ps, _) = run(env.cmd().args(["--json", "ps"]));
+    assert_eq!(ps.trim(), "[]");
+}
