@@ -82,6 +82,8 @@ pub fn pump(mut from: File, mut to: RotatingLog) {
         match from.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => {
+                // Waiting in `read` is idle; writing is work a clone must not overlap.
+                let _busy = crate::services::busy();
                 // A full disk must not block the sandbox: output is dropped, not queued.
                 let _ = to.write(&buf[..n]);
             }

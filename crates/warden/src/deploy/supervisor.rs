@@ -3,8 +3,11 @@
 //!
 //! It creates the container through libcontainer from its main thread and waits on it,
 //! captures the command's stdout and stderr to size-rotated files, applies the restart
-//! policy, serves the sandbox's egress proxy inside the sandbox's network namespace, and
-//! answers on a unix control socket (`status`, `reload`, `stop`). The container's init is
+//! policy, serves the sandbox's egress proxy and inference router inside the sandbox's
+//! network namespace ([`crate::services`]), and answers on a unix control socket
+//! (`status`, `reload`, `stop`). The services, the log pumps and the control thread live
+//! as long as the supervisor; before each container is created they are held still
+//! ([`crate::services::hold`]), so no other thread is at work when libcontainer clones. The container's init is
 //! its child and dies with it (warden-init sets `PR_SET_PDEATHSIG`), so a sandbox never
 //! outlives its supervisor; the next apply removes what is left (cgroups, state).
 //! Once a container has started, the supervisor drops its mappings of the clean file
@@ -26,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use warden_egress::{ProxyConfig, ProxyHandle, ProxyState};
+use crate::services::{self, Services};
 use warden_wire::sandbox::Restart;
 
 pub const SUBCOMMAND: &str = "supervise";
@@ -50,7 +53,7 @@ pub struct Launch {
     pub file: String,
     pub bundle: PathBuf,
     pub run_dir: PathBuf,
-    /// Approvals and audit log of the egress proxy.
+    /// Approvals and the audit logs of the egress proxy and the inference router.
     pub sandbox_state: PathBuf,
     pub logs_dir: PathBuf,
     pub log_max_bytes: u64,
@@ -107,7 +110,7 @@ fn wait_or_stop(wake_read: &File, d: Option<Duration>) {
 struct Shared {
     launch: Launch,
     status: Mutex<Status>,
-    proxy: Option<Arc<ProxyState>>,
+    services: Option<Arc<Services>>,
     memory_file: Mutex<Option<PathBuf>>,
 }
 
@@ -178,23 +181,16 @@ fn supervise(launch_path: &Path, ready: &mut Option<File>) -> Result<(), String>
     let listener = UnixListener::bind(&socket)
         .map_err(|e| format!("cannot listen on `{}`: {e}", socket.display()))?;
 
-    let rt = match launch.policies.egress {
-        Some(_) => Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the egress proxy's runtime: {e}"))?,
-        ),
-        None => None,
-    };
-    let proxy = match &launch.policies.egress {
-        Some(policy) => Some(
-            ProxyState::new(policy.clone(), ProxyConfig::new(&launch.sandbox_state))
-                .map_err(|e| format!("cannot start the egress proxy: {e}"))?,
-        ),
-        None => None,
-    };
+    // Keys are read here: a missing one is the apply's error, before any container.
+    let services = Services::start(services::Setup {
+        sandbox: launch.name.clone(),
+        egress: launch.policies.egress.clone(),
+        inference: launch.policies.inference.clone(),
+        state_dir: launch.sandbox_state.clone(),
+        workers: 1,
+    })
+    .map_err(|e| e.to_string())?
+    .map(Arc::new);
     super::paths::private_dir(&launch.logs_dir)
         .map_err(|e| format!("cannot create `{}`: {e}", launch.logs_dir.display()))?;
 
@@ -206,32 +202,72 @@ fn supervise(launch_path: &Path, ready: &mut Option<File>) -> Result<(), String>
             ..Status::default()
         }),
         launch,
-        proxy,
+        services,
         memory_file: Mutex::new(None),
     });
     {
         let shared = shared.clone();
-        std::thread::spawn(move || serve_control(listener, shared));
+        services::spawn_started(move || serve_control(listener, shared));
     }
+    let pumps = Pumps::start();
 
-    let result = run_loop(&shared, rt.as_ref(), &wake_read, ready);
+    let result = run_loop(&shared, &pumps, &wake_read, ready);
     shared.set(|s| {
         s.phase = Phase::Exited;
         s.pid = None;
     });
     let _ = std::fs::remove_file(&socket);
-    if let Some(p) = &shared.proxy {
-        p.flush();
-    }
-    if let Some(rt) = rt {
-        rt.shutdown_timeout(Duration::from_millis(200));
+    if let Some(svc) = &shared.services {
+        svc.shut_down();
     }
     result
 }
 
+/// The two threads that copy a container's stdout and stderr into the rotating logs:
+/// started once, before the first container, and handed each run's pipes, so no thread
+/// starts or ends around a clone.
+struct Pumps {
+    out: std::sync::mpsc::Sender<(File, RotatingLog)>,
+    err: std::sync::mpsc::Sender<(File, RotatingLog)>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Pumps {
+    fn start() -> Pumps {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let stream = || {
+            let (tx, rx) = std::sync::mpsc::channel::<(File, RotatingLog)>();
+            let done = done_tx.clone();
+            services::spawn_started(move || {
+                for (from, to) in rx {
+                    logs::pump(from, to);
+                    let _ = done.send(());
+                }
+            });
+            tx
+        };
+        let (out, err) = (stream(), stream());
+        Pumps { out, err, done }
+    }
+
+    /// Copy one run's output; `false` when the pumps are gone.
+    fn pump(&self, out: (File, RotatingLog), err: (File, RotatingLog)) -> bool {
+        self.out.send(out).is_ok() && self.err.send(err).is_ok()
+    }
+
+    /// Wait until both streams of the run reached end of file.
+    fn wait(&self) {
+        for _ in 0..2 {
+            if self.done.recv().is_err() {
+                return;
+            }
+        }
+    }
+}
+
 fn run_loop(
     shared: &Arc<Shared>,
-    rt: Option<&tokio::runtime::Runtime>,
+    pumps: &Pumps,
     wake_read: &File,
     ready: &mut Option<File>,
 ) -> Result<(), String> {
@@ -248,7 +284,7 @@ fn run_loop(
             s.container_id = Some(id.clone());
             s.pid = None;
         });
-        let (code, error) = run_once(shared, rt, &id, &ready_slot);
+        let (code, error) = run_once(shared, pumps, &id, &ready_slot);
         let asked_to_stop = STOP.load(Ordering::SeqCst);
         // The first run could not even start: the apply hears why and the supervisor
         // exits (nothing is running).
@@ -306,7 +342,7 @@ fn run_loop(
 /// One container run: `(exit code, error)`.
 fn run_once(
     shared: &Arc<Shared>,
-    rt: Option<&tokio::runtime::Runtime>,
+    pumps: &Pumps,
     id: &str,
     ready_slot: &Arc<Mutex<Option<File>>>,
 ) -> (Option<i32>, Option<String>) {
@@ -341,21 +377,25 @@ fn run_once(
             );
         }
     };
-    let pumps = [
-        std::thread::spawn(move || logs::pump(out_r, out_log)),
-        std::thread::spawn(move || logs::pump(err_r, err_log)),
-    ];
+    if !pumps.pump((out_r, out_log), (err_r, err_log)) {
+        return (None, Some("the log pumps are gone".into()));
+    }
     let mut opts = warden_runtime::RunOptions::new(id, &launch.run_dir);
     opts.stdio = warden_runtime::Stdio {
         stdin: Some(null.into()),
         stdout: Some(out_w),
         stderr: Some(err_w),
     };
-    let proxy_handle: Arc<Mutex<Option<ProxyHandle>>> = Arc::new(Mutex::new(None));
+    {
+        let services = shared.services.clone();
+        opts.hold_for_clone = Some(Box::new(move || {
+            Box::new(services::hold(services.as_deref()))
+        }));
+    }
+    let serving: Arc<Mutex<Option<services::Serving>>> = Arc::new(Mutex::new(None));
     {
         let shared = shared.clone();
-        let handle = rt.map(|r| r.handle().clone());
-        let proxy_handle = proxy_handle.clone();
+        let serving = serving.clone();
         let ready_slot = ready_slot.clone();
         let cgroup_parent = cgroup_parent(&launch.bundle);
         let id = id.to_string();
@@ -363,13 +403,12 @@ fn run_once(
             if STOP.load(Ordering::SeqCst) {
                 return Err("the supervisor is stopping".into());
             }
-            if let (Some(state), Some(handle)) = (&shared.proxy, &handle) {
-                let addr: std::net::SocketAddr = warden_wire::sandbox::PROXY_ADDR.parse()?;
-                let listener = warden_runtime::bind_in_netns(cx.init_pid, addr)?;
-                listener.set_nonblocking(true)?;
-                let _guard = handle.enter();
-                let h = warden_egress::spawn(listener, state.clone())?;
-                *proxy_handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+            if let Some(svc) = &shared.services {
+                let listeners = services::Listeners::bind(svc.needs(), |addr| {
+                    warden_runtime::bind_in_netns(cx.init_pid, addr)
+                })?;
+                let s = svc.serve(listeners)?;
+                *serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
             }
             *shared.memory_file.lock().unwrap_or_else(|p| p.into_inner()) =
                 memory_file(&cgroup_parent, &id);
@@ -397,19 +436,10 @@ fn run_once(
     }
     // Our copies of the write ends go with the options; the pumps then see end of file.
     drop(opts);
-    for p in pumps {
-        let _ = p.join();
-    }
-    if let (Some(rt), Some(h)) = (
-        rt,
-        proxy_handle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(),
-    ) {
-        let _ = rt.block_on(async {
-            tokio::time::timeout(Duration::from_millis(500), h.shutdown()).await
-        });
+    pumps.wait();
+    let s = serving.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let (Some(svc), Some(s)) = (&shared.services, s) {
+        svc.stop(s, Duration::from_millis(500));
     }
     match result {
         Ok(code) => (Some(code), None),
@@ -450,6 +480,7 @@ fn memory_file(parent: &str, id: &str) -> Option<PathBuf> {
 fn serve_control(listener: UnixListener, shared: Arc<Shared>) {
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
+        let _busy = services::busy();
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
         let response = match control::read_request(&stream) {
@@ -486,24 +517,21 @@ fn serve_control(listener: UnixListener, shared: Arc<Shared>) {
 }
 
 fn reload(shared: &Shared, policies: Policies) -> Response {
-    let error = |message: String| Response::Error { message };
-    match (&shared.proxy, policies.egress) {
-        (Some(state), Some(policy)) => {
-            if let Err(e) = state.reload(policy) {
-                return error(format!("cannot reload the egress policy: {e}"));
-            }
-        }
-        (None, None) => {}
-        (None, Some(_)) => {
-            return error(
-                "the sandbox was started without network; replace it to add egress".into(),
-            );
-        }
-        (Some(_), None) => {
-            return error("the sandbox was started with egress; replace it to remove it".into());
-        }
+    let Policies {
+        egress, inference, ..
+    } = policies;
+    let result = match &shared.services {
+        Some(svc) => svc.reload(egress, inference).map(|_| ()),
+        None if egress.is_none() && inference.is_none() => Ok(()),
+        None => Err(format!(
+            "sandbox `{}` was started without network or inference; replace it to add them",
+            shared.launch.name
+        )),
+    };
+    // Orders have no enforcing component in the supervisor yet: the new policies are
+    // recorded (launch file) so the next start uses them.
+    match result {
+        Ok(()) => Response::Ok,
+        Err(message) => Response::Error { message },
     }
-    // Inference and orders have no enforcing component in the supervisor yet: the new
-    // policies are recorded (launch file) so the next start uses them.
-    Response::Ok
 }

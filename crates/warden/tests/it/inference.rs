@@ -896,3 +896,99 @@ fn a_missing_key_stops_the_run_naming_provider_and_variable() {
     let (_, ps, _) = run(env.cmd().args(["--json", "ps"]));
     assert_eq!(ps.trim(), "[]");
 }
+
+/// Destroys what a test applied from `file`, passed or not.
+struct Applied<'a>(&'a Env, PathBuf);
+
+impl Drop for Applied<'_> {
+    fn drop(&mut self) {
+        let _ = run(self.0.cmd().args(["destroy", "--yes"]).arg(&self.1));
+    }
+}
+
+fn logs(env: &Env, name: &str) -> String {
+    run(env.cmd().args(["logs", name])).1
+}
+
+fn ps_row(env: &Env, name: &str) -> serde_json::Value {
+    let (_, out, _) = run(env.cmd().args(["--json", "ps"]));
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    rows.as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == name).cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_applied_sandbox_calls_through_its_router_and_a_route_edit_is_a_reload() {
+    let env = Env::new();
+    let (a, b) = (Mock::plain("answer from a"), Mock::plain("answer from b"));
+    let key = real_key("applied");
+    let file = env.file();
+    std::fs::write(&file, routed_file(&calling_loop(400), &a, &b, "a")).unwrap();
+    let applied = Applied(&env, file.clone());
+    let (code, out, err) = run(env
+        .cmd()
+        .args(["apply", "--yes"])
+        .arg(&file)
+        .env("WARDEN_TEST_KEY", &key));
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for_lines(
+        "answers from a",
+        Duration::from_secs(30),
+        || logs(&env, "routed"),
+        |l| l.len() >= 2,
+    );
+    let pid = ps_row(&env, "routed")["pid"].clone();
+    assert!(pid.is_i64(), "{pid}");
+    std::fs::write(&file, routed_file(&calling_loop(400), &a, &b, "b")).unwrap();
+    let (code, out, _) = run(env.cmd().arg("plan").arg(&file));
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("  ~ reload   routed  (inference)\n"),
+        "{out}"
+    );
+    // The supervisor holds its own copy of the environment: this apply needs no key.
+    let (code, out, err) = run(env
+        .cmd()
+        .args(["apply", "--yes"])
+        .arg(&file)
+        .env_remove("WARDEN_TEST_KEY"));
+    assert_eq!(code, 0, "{out}{err}");
+    let text = wait_for_lines(
+        "answers from b",
+        Duration::from_secs(30),
+        || logs(&env, "routed"),
+        |l| l.iter().filter(|x| **x == "answer from b").count() >= 2,
+    );
+    let answers: Vec<&str> = text.lines().collect();
+    let first_b = answers.iter().position(|x| *x == "answer from b").unwrap();
+    assert!(
+        answers[..first_b].iter().all(|x| *x == "answer from a")
+            && answers[first_b..].iter().all(|x| *x == "answer from b"),
+        "{answers:?}"
+    );
+    let row = ps_row(&env, "routed");
+    assert_eq!(row["pid"], pid, "reloaded, not restarted: {row}");
+    assert_eq!(row["restarts"], 0, "{row}");
+    for m in [&a, &b] {
+        assert!(
+            m.seen()
+                .iter()
+                .all(|s| s.header("x-api-key") == Some(key.as_str()))
+        );
+    }
+    let (code, _, err) = run(env.cmd().args(["destroy", "--yes"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
+    std::mem::forget(applied);
+    // The supervisor wrote the router's audit on its way out; the key is not in it.
+    let audit =
+        std::fs::read_to_string(env.dir.path().join("state/sandboxes/routed/inference.jsonl"))
+            .unwrap();
+    let providers: Vec<String> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["provider"].to_string())
+        .collect();
+    assert!(providers.len() >= answers.len(), "{audit}");
+    assert!(providers.contains(&"\"a\"".into()) && providers.contains(&"\"b\"".into()));
+    assert_key_kept_out(&env, "routed", &key, &text);
+}
