@@ -992,3 +992,291 @@ fn an_applied_sandbox_calls_through_its_router_and_a_route_edit_is_a_reload() {
     assert!(providers.contains(&"\"a\"".into()) && providers.contains(&"\"b\"".into()));
     assert_key_kept_out(&env, "routed", &key, &text);
 }
+
+/// Claude Code's native binary from npm (`@anthropic-ai/claude-code`, whose package for
+/// this platform carries it), installed once for the test suite.
+fn claude_code() -> PathBuf {
+    static ONCE: Mutex<()> = Mutex::new(());
+    let _g = ONCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-cache/claude-code");
+    let bin = dir.join("node_modules/@anthropic-ai/claude-code-linux-x64/claude");
+    if !bin.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("@anthropic-ai/claude-code")
+            .status()
+            .expect("these tests need npm (Debian: npm)");
+        assert!(status.success(), "npm install @anthropic-ai/claude-code failed");
+    }
+    assert!(bin.exists(), "no native binary at `{}`", bin.display());
+    bin
+}
+
+/// A sandbox running Claude Code as the file asks (`agent "claude-code"`), with busybox
+/// for the shell around it.
+fn claude_file(claude: &Path, mock: &Mock, script: &str) -> String {
+    format!(
+        "image \"claude\" {{\n    from-host {:?} \"/bin/busybox\"\n    env \"PATH\" \"/usr/bin:/bin\"\n}}\n\nprovider \"anthropic\" api=\"anthropic\" endpoint=\"http://127.0.0.1:{}\" key-env=\"WARDEN_TEST_ANTHROPIC_KEY\"\n\nsandbox \"claude\" {{\n    image \"claude\"\n    command \"/bin/busybox\" \"sh\" \"-c\" {script:?}\n    workdir \"/sandbox\"\n    filesystem {{\n        read-write \"/home/agent\" \"/tmp\" \"/sandbox\"\n    }}\n    limits memory=\"2GiB\" pids=512 cpus=2 open-files=4096\n    init grace=\"2s\"\n    agent \"claude-code\"\n    inference {{\n        route \"*\" to=\"anthropic\"\n    }}\n}}\n",
+        claude.display().to_string(),
+        mock.port
+    )
+}
+
+/// Prints every variable of every process the sandbox's user can read, one per line.
+const DUMP_ENVIRON: &str = "for f in /proc/[0-9]*/environ; do busybox tr '\\000' '\\n' < $f | busybox sed \"s|^|environ $f: |\"; done";
+
+#[test]
+fn claude_code_answers_headless_through_the_router() {
+    let env = Env::new();
+    let claude = claude_code();
+    let mock = Mock::plain("hello from the mock");
+    let key = real_key("claude");
+    let file = env.file();
+    let script = format!(
+        "{} -p 'say hi' > /tmp/answer 2> /tmp/errors & pid=$!; {DUMP_ENVIRON}; wait $pid; echo \"claude exit=$?\"; busybox cat /tmp/answer; busybox cat /tmp/errors >&2",
+        claude.display()
+    );
+    std::fs::write(&file, claude_file(&claude, &mock, &script)).unwrap();
+    let (code, out, err) = run(env
+        .cmd()
+        .arg("run")
+        .arg(&file)
+        .env("WARDEN_TEST_ANTHROPIC_KEY", &key));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let answer: Vec<&str> = out.lines().filter(|l| !l.starts_with("environ")).collect();
+    assert_eq!(
+        answer,
+        ["claude exit=0", "hello from the mock"],
+        "{err}\n{:#?}",
+        mock.seen()
+    );
+    // Claude Code's call: streamed Messages with its beta header, the real key added.
+    let calls: Vec<Seen> = mock
+        .seen()
+        .into_iter()
+        .filter(|s| s.line == "POST /v1/messages?beta=true")
+        .collect();
+    assert!(!calls.is_empty(), "{:#?}", mock.seen());
+    for s in &mock.seen() {
+        assert_eq!(s.header("x-api-key"), Some(key.as_str()), "{}", s.line);
+        assert!(!s.headers.iter().any(|(_, v)| v.contains(PLACEHOLDER)));
+    }
+    let streamed = calls.iter().any(|s| {
+        serde_json::from_str::<serde_json::Value>(&s.body).unwrap()["stream"] == true
+            && s.header("anthropic-beta").is_some()
+    });
+    assert!(streamed, "{calls:#?}");
+    let environ: Vec<&str> = out.lines().filter(|l| l.starts_with("environ")).collect();
+    assert!(
+        environ
+            .iter()
+            .any(|l| l.ends_with(&format!("ANTHROPIC_API_KEY={PLACEHOLDER}"))),
+        "{environ:?}"
+    );
+    assert_key_kept_out(&env, "claude", &key, &out);
+}
+
+/// A program on a pseudo-terminal the test types into, as a user at a terminal would.
+struct Terminal {
+    master: std::fs::File,
+    child: std::process::Child,
+    /// Everything written to the terminal.
+    raw: Arc<Mutex<Vec<u8>>>,
+    /// What a user would see: the output rendered by a terminal emulator (programs redraw
+    /// only the cells that change, so the raw stream does not hold the words whole).
+    screen: Arc<Mutex<vt100::Parser>>,
+}
+
+impl Terminal {
+    fn spawn(cmd: &mut Command, rows: u16, cols: u16) -> Terminal {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let (mut master, mut slave) = (-1, -1);
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty writes two fds; the winsize pointer is live.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &ws,
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both were just opened and are owned by nobody else.
+        let (master, slave) = unsafe {
+            (
+                std::fs::File::from_raw_fd(master),
+                OwnedFd::from_raw_fd(slave),
+            )
+        };
+        // SAFETY: setsid and the ioctl are async-signal-safe; the terminal becomes the
+        // child's controlling terminal, as a login shell's is.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave)
+            .spawn()
+            .expect("spawn warden");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(rows, cols, 0)));
+        {
+            let mut reader = master.try_clone().unwrap();
+            let (raw, screen) = (raw.clone(), screen.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    raw.lock().unwrap().extend_from_slice(&buf[..n]);
+                    screen.lock().unwrap().process(&buf[..n]);
+                }
+            });
+        }
+        Terminal {
+            master,
+            child,
+            raw,
+            screen,
+        }
+    }
+
+    /// Everything written to the terminal so far, without escape sequences.
+    fn written(&self) -> String {
+        strip_escapes(&String::from_utf8_lossy(&self.raw.lock().unwrap()))
+    }
+
+    /// The screen as it looks now.
+    fn text(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    /// Waits until `what` is on the screen.
+    fn wait_for(&self, what: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let t = self.text();
+            if t.contains(what) {
+                return t;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "`{what}` never appeared on the terminal:\n{t}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        for b in keys.bytes() {
+            self.master.write_all(&[b]).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// `text` without ANSI escape sequences (CSI, OSC) and carriage returns.
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[test]
+fn claude_code_answers_a_typed_prompt_at_a_terminal() {
+    let env = Env::new();
+    let claude = claude_code();
+    let mock = Mock::plain("hello from the mock");
+    let key = real_key("claude");
+    let file = env.file();
+    // The environment of every process, then the interactive program itself.
+    let script = format!("{DUMP_ENVIRON}; exec {}", claude.display());
+    std::fs::write(&file, claude_file(&claude, &mock, &script)).unwrap();
+    let mut term = Terminal::spawn(
+        env.cmd()
+            .arg("run")
+            .arg(&file)
+            .env("WARDEN_TEST_ANTHROPIC_KEY", &key)
+            .env("TERM", "xterm-256color"),
+        40,
+        120,
+    );
+    // Straight into the prompt: no onboarding, no key question, no trust dialog.
+    term.wait_for("? for shortcuts", Duration::from_secs(60));
+    let before = term.written();
+    assert!(!before.contains("trust"), "{before}");
+    assert!(!before.contains("Not logged in"), "{before}");
+    term.type_keys("say hi");
+    std::thread::sleep(Duration::from_millis(300));
+    term.type_keys("\r");
+    term.wait_for("hello from the mock", Duration::from_secs(60));
+    let after = term.written();
+    let calls: Vec<Seen> = mock
+        .seen()
+        .into_iter()
+        .filter(|s| s.line.starts_with("POST /v1/messages"))
+        .collect();
+    assert!(
+        calls.iter().any(|s| s.body.contains("say hi")),
+        "{calls:#?}"
+    );
+    for s in &mock.seen() {
+        assert_eq!(s.header("x-api-key"), Some(key.as_str()), "{}", s.line);
+    }
+    drop(term);
+    assert!(
+        after.contains(&format!("ANTHROPIC_API_KEY={PLACEHOLDER}")),
+        "{after}"
+    );
+    assert_key_kept_out(&env, "claude", &key, &after);
+}
