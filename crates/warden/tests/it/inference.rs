@@ -1280,3 +1280,84 @@ fn claude_code_answers_a_typed_prompt_at_a_terminal() {
     );
     assert_key_kept_out(&env, "claude", &key, &after);
 }
+
+/// Codex's static binary from npm (`@openai/codex`, whose package for this platform
+/// carries it), installed once for the test suite.
+fn codex() -> PathBuf {
+    static ONCE: Mutex<()> = Mutex::new(());
+    let _g = ONCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-cache/codex");
+    let bin = dir.join(
+        "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex",
+    );
+    if !bin.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("@openai/codex")
+            .status()
+            .expect("these tests need npm (Debian: npm)");
+        assert!(status.success(), "npm install @openai/codex failed");
+    }
+    assert!(bin.exists(), "no binary at `{}`", bin.display());
+    bin
+}
+
+#[test]
+fn codex_answers_through_the_router_from_its_rendered_configuration() {
+    let env = Env::new();
+    let codex = codex();
+    let ca = TestCa::new();
+    let mock = Mock::tls("hello from the responses mock", &ca);
+    let key = real_key("codex");
+    let file = env.file();
+    let script = format!(
+        "{} exec --skip-git-repo-check 'say hi' > /tmp/answer 2> /tmp/errors; echo \"codex exit=$?\"; busybox cat /tmp/answer; \
+         echo \"CODEX_HOME=$CODEX_HOME\"; busybox head -n 4 \"$CODEX_HOME/config.toml\" | busybox grep model_provider; \
+         echo x >> \"$CODEX_HOME/config.toml\" 2>/dev/null && echo config-writable || echo config-read-only; \
+         busybox ls \"$CODEX_HOME\" > /dev/null && busybox touch \"$CODEX_HOME/mine\" && echo home-writable; \
+         busybox cat /tmp/errors >&2",
+        codex.display()
+    );
+    std::fs::write(
+        &file,
+        format!(
+            "image \"codex\" {{\n    from-host {:?} \"/bin/busybox\"\n    env \"PATH\" \"/usr/bin:/bin\"\n}}\n\nprovider \"openai\" api=\"openai\" endpoint=\"https://127.0.0.1:{}/v1\" key-env=\"WARDEN_TEST_OPENAI_KEY\" ca={:?}\n\nsandbox \"codex\" {{\n    image \"codex\"\n    command \"/bin/busybox\" \"sh\" \"-c\" {script:?}\n    workdir \"/sandbox\"\n    filesystem {{\n        read-write \"/home/agent\" \"/tmp\" \"/sandbox\"\n    }}\n    limits memory=\"2GiB\" pids=512 cpus=2 open-files=4096\n    init grace=\"2s\"\n    agent \"codex\"\n    inference {{\n        route \"*\" to=\"openai\"\n    }}\n}}\n",
+            codex.display().to_string(),
+            mock.port,
+            ca.pem_path.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(env
+        .cmd()
+        .arg("run")
+        .arg(&file)
+        .env("WARDEN_TEST_OPENAI_KEY", &key));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "codex exit=0",
+            "hello from the responses mock",
+            "CODEX_HOME=/home/agent/.codex",
+            "model_provider = \"warden\"",
+            "config-read-only",
+            "home-writable",
+        ],
+        "{err}\n{:#?}",
+        mock.seen()
+    );
+    let calls: Vec<Seen> = mock
+        .seen()
+        .into_iter()
+        .filter(|s| s.line.starts_with("POST /v1/responses"))
+        .collect();
+    assert!(!calls.is_empty(), "{:#?}", mock.seen());
+    let bearer = format!("Bearer {key}");
+    for s in &mock.seen() {
+        assert_eq!(s.header("authorization"), Some(bearer.as_str()), "{}", s.line);
+    }
+    assert_key_kept_out(&env, "codex", &key, &out);
+}
