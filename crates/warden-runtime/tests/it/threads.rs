@@ -60,3 +60,38 @@ fn kill_children() {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
+
+/// A caller with threads of its own holds them still through `hold_for_clone`: taken once,
+/// just before libcontainer clones, and let go as soon as the container exists (before
+/// the `before_start` hook sees it), so the hold never spans the sandbox's run.
+#[test]
+fn the_hold_for_clone_spans_the_creation_only() {
+    let _g = serial();
+    let b = sandbox(&["/bin/true"], DEFAULT_LIMITS);
+    let events = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    struct Held(Arc<std::sync::Mutex<Vec<String>>>);
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.0.lock().unwrap().push("released".into());
+        }
+    }
+    let o = run(&b, None, |opts| {
+        let e = events.clone();
+        opts.hold_for_clone = Some(Box::new(move || {
+            e.lock().unwrap().push("held".into());
+            Box::new(Held(e.clone()))
+        }));
+        let e = events.clone();
+        opts.before_start = Some(Box::new(move |cx| {
+            e.lock()
+                .unwrap()
+                .push(format!("created, init alive: {}", cx.init_pid > 0));
+            Ok(())
+        }));
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["held", "released", "created, init alive: true"]
+    );
+}

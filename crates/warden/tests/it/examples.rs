@@ -1,7 +1,8 @@
 //! Every example and layout is a promise: each runs (root), through `warden run` with a
 //! command that proves its walls (writes where the file says it may, fails to write
 //! `/usr`, reaches an allowed destination through the egress proxy where it declares
-//! egress) and through `apply`, `ps` and `destroy`. A file added to `examples/` or
+//! egress, asks its inference router for the model list where it declares inference) and
+//! through `apply`, `ps` and `destroy`. A file added to `examples/` or
 //! `layouts/` without a case here fails the test.
 //!
 //! Egress: the run happens in a network and mount namespace the test makes, where the
@@ -48,6 +49,8 @@ struct Case {
     client: Client,
     /// An allowed destination (name, port) and how it is reached.
     egress: Option<(&'static str, u16, Via)>,
+    /// The file declares `inference`: its router answers in the sandbox.
+    router: bool,
 }
 
 const CASES: &[Case] = &[
@@ -59,6 +62,7 @@ const CASES: &[Case] = &[
         // `/bin/sh`, coreutils: its egress is proven by the egress suite with busybox.
         client: Client::None,
         egress: Some(("deb.debian.org", 443, Via::Connect)),
+        router: false,
     },
     Case {
         file: "examples/solo-python.kdl",
@@ -67,6 +71,7 @@ const CASES: &[Case] = &[
         bind: Some("workspace"),
         client: Client::Python,
         egress: Some(("pypi.org", 443, Via::Connect)),
+        router: false,
     },
     Case {
         file: "examples/claude-code.kdl",
@@ -75,6 +80,7 @@ const CASES: &[Case] = &[
         bind: Some("workspace"),
         client: Client::Node,
         egress: Some(("api.github.com", 443, Via::Connect)),
+        router: true,
     },
     Case {
         file: "examples/codex.kdl",
@@ -83,6 +89,7 @@ const CASES: &[Case] = &[
         bind: None,
         client: Client::Python,
         egress: Some(("pypi.org", 80, Via::Http("/simple/requests/"))),
+        router: true,
     },
     Case {
         file: "examples/local-inference.kdl",
@@ -91,6 +98,7 @@ const CASES: &[Case] = &[
         bind: None,
         client: Client::Python,
         egress: None,
+        router: true,
     },
     Case {
         file: "examples/openclaw-gateway.kdl",
@@ -99,6 +107,7 @@ const CASES: &[Case] = &[
         bind: None,
         client: Client::Node,
         egress: Some(("slack.com", 443, Via::Connect)),
+        router: true,
     },
     Case {
         file: "examples/multi-tenant.kdl",
@@ -107,6 +116,7 @@ const CASES: &[Case] = &[
         bind: None,
         client: Client::Python,
         egress: Some(("api.acme.example", 443, Via::Connect)),
+        router: true,
     },
     Case {
         file: "examples/multi-tenant.kdl",
@@ -115,6 +125,7 @@ const CASES: &[Case] = &[
         bind: None,
         client: Client::Python,
         egress: Some(("api.globex.example", 443, Via::Connect)),
+        router: false,
     },
     Case {
         file: "layouts/solo.kdl",
@@ -123,6 +134,7 @@ const CASES: &[Case] = &[
         bind: Some("workspace"),
         client: Client::Python,
         egress: None,
+        router: false,
     },
     Case {
         file: "layouts/strict.kdl",
@@ -131,6 +143,7 @@ const CASES: &[Case] = &[
         bind: None,
         client: Client::Python,
         egress: None,
+        router: false,
     },
     Case {
         file: "layouts/multi-tenant.kdl",
@@ -139,6 +152,7 @@ const CASES: &[Case] = &[
         bind: None,
         client: Client::Python,
         egress: None,
+        router: false,
     },
 ];
 
@@ -191,6 +205,17 @@ fn probe(case: &Case) -> String {
          if (echo x > /usr/wall) 2>/dev/null; then echo usr-writable; else echo usr-readonly; fi",
         w = case.writable
     );
+    if case.router {
+        // The model list is answered by the router itself, without a provider.
+        let client = match case.client {
+            Client::Python => "/usr/bin/python3 -c 'import urllib.request\n\
+print(\"router:\", urllib.request.urlopen(\"http://127.0.0.1:3129/v1/models\", timeout=10).status)'",
+            Client::Node => "/usr/bin/node -e 'require(\"http\").get(\"http://127.0.0.1:3129/v1/models\",r=>{console.log(\"router:\",r.statusCode);process.exit(0)}).on(\"error\",e=>{console.log(\"router:\",e.code);process.exit(1)})'",
+            Client::None => "echo router: 200",
+        };
+        script.push_str("; ");
+        script.push_str(client);
+    }
     if let Some((host, port, via)) = case.egress {
         let request = match via {
             Via::Connect => {
@@ -296,6 +321,13 @@ fn in_test_network(dir: &Path, names: &[&str], cmd: &Command) -> Command {
     c
 }
 
+/// The provider keys the examples name, for their routers (never used: no call reaches
+/// a provider here).
+fn with_keys(cmd: &mut Command) -> &mut Command {
+    cmd.env("ANTHROPIC_API_KEY", "sk-ant-example")
+        .env("OPENAI_API_KEY", "sk-openai-example")
+}
+
 fn ps(env: &Env) -> Vec<Value> {
     let (code, out, err) = run(env.cmd().args(["--json", "ps"]));
     assert_eq!(code, 0, "{err}");
@@ -326,6 +358,7 @@ fn every_example_and_layout_runs_within_its_walls() {
                 .unwrap();
         }
         let mut cmd = env.cmd();
+        with_keys(&mut cmd);
         cmd.arg("run")
             .arg(&file)
             .args(["--sandbox", case.sandbox, "--", "/bin/sh", "-c"])
@@ -337,6 +370,9 @@ fn every_example_and_layout_runs_within_its_walls() {
             format!("wrote-{}", case.writable),
             "usr-readonly".to_string(),
         ];
+        if case.router {
+            want.push("router: 200".to_string());
+        }
         if case.egress.is_some() && !matches!(case.client, Client::None) {
             want.push("egress: True".to_string());
         }
@@ -369,7 +405,7 @@ fn every_example_applies_shows_in_ps_and_is_destroyed() {
     for f in files {
         let case = CASES.iter().find(|c| c.file == f).unwrap();
         let file = stage(env.dir.path(), case);
-        let (code, _, err) = run(env.cmd().args(["apply", "--yes"]).arg(&file));
+        let (code, _, err) = run(with_keys(&mut env.cmd()).args(["apply", "--yes"]).arg(&file));
         assert_eq!(code, 0, "apply {f}: {err}");
         let want: Vec<&str> = CASES
             .iter()

@@ -1361,3 +1361,83 @@ fn codex_answers_through_the_router_from_its_rendered_configuration() {
     }
     assert_key_kept_out(&env, "codex", &key, &out);
 }
+
+/// Restarts the churn test waits for.
+const RESTARTS: u64 = 300;
+
+/// A supervisor restarts its sandbox hundreds of times while its router is busy: each run
+/// starts a streamed call that trickles from the provider and exits in the middle of it,
+/// so calls of the previous run are still being relayed, cut and audited when the next
+/// container is cloned, and `warden ps` keeps the control socket busy all along. A lock
+/// held by one of those threads at a clone would leave the copy hung and the restarts
+/// would stop.
+#[test]
+fn hundreds_of_restarts_under_router_load_never_hang() {
+    let env = Env::new();
+    let mock = Mock::slow("a slow answer in many words", Duration::from_millis(40));
+    let key = real_key("churn");
+    let file = env.file();
+    let script = "busybox wget -q -O- --header 'content-type: application/json' --header 'anthropic-version: 2023-06-01' \
+        --post-data '{\"model\":\"claude-test\",\"max_tokens\":8,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}' \
+        http://127.0.0.1:3129/v1/messages > /dev/null & busybox usleep 60000; exit 0";
+    std::fs::write(
+        &file,
+        format!(
+            "{BUSYBOX}\nprovider \"a\" api=\"anthropic\" endpoint=\"http://127.0.0.1:{}\" key-env=\"WARDEN_TEST_KEY\"\n\nsandbox \"churn\" {{\n    image \"bb\"\n    command \"/bin/busybox\" \"sh\" \"-c\" {script:?}\n    restart \"always\" backoff=\"0ms\"\n    init grace=\"1s\"\n    inference {{\n        route \"claude-*\" to=\"a\"\n    }}\n}}\n",
+            mock.port
+        ),
+    )
+    .unwrap();
+    let applied = Applied(&env, file.clone());
+    let (code, out, err) = run(env
+        .cmd()
+        .args(["apply", "--yes"])
+        .arg(&file)
+        .env("WARDEN_TEST_KEY", &key));
+    assert_eq!(code, 0, "{out}{err}");
+    let start = Instant::now();
+    let (mut last, mut last_change) = (0u64, Instant::now());
+    loop {
+        let row = ps_row(&env, "churn");
+        let restarts = row["restarts"].as_u64().unwrap_or(0);
+        if restarts >= RESTARTS {
+            break;
+        }
+        if restarts != last {
+            (last, last_change) = (restarts, Instant::now());
+        }
+        let supervisor = std::fs::read_to_string(
+            env.dir.path().join("run/supervisors/churn/supervisor.log"),
+        )
+        .unwrap_or_default();
+        assert!(
+            last_change.elapsed() < Duration::from_secs(30),
+            "no restart for 30 s after {restarts} (a cloned process hung?): {row}\n{}",
+            supervisor.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "only {restarts} restarts in 10 minutes: {row}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, _, err) = run(env.cmd().args(["destroy", "--yes"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
+    std::mem::forget(applied);
+    // The router was at work throughout: most runs' calls reached the provider, and each
+    // call it saw is in the audit.
+    let calls = mock.seen().len() as u64;
+    eprintln!(
+        "{RESTARTS} restarts in {:.1} s, {calls} calls reached the provider",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(calls >= RESTARTS / 2, "only {calls} calls reached the mock");
+    let audit =
+        std::fs::read_to_string(env.dir.path().join("state/sandboxes/churn/inference.jsonl"))
+            .unwrap();
+    assert!(
+        audit.lines().count() as u64 >= calls,
+        "{} events for {calls} calls",
+        audit.lines().count()
+    );
+}
