@@ -303,14 +303,8 @@ impl Services {
             _ => {}
         }
         let mut done = Vec::new();
-        if let (Some(state), Some(policy)) = (&self.proxy, egress)
-            && *state.policy() != policy
-        {
-            state
-                .reload(policy)
-                .map_err(|e| format!("cannot reload the egress policy: {e}"))?;
-            done.push("egress");
-        }
+        // The router first: its reload is the one that can fail (a key, a CA file), and
+        // a failure leaves both policies as they were.
         if let (Some(router), Some(policy)) = (&self.router, inference)
             && router.policy() != policy
         {
@@ -318,6 +312,14 @@ impl Services {
                 .reload(policy)
                 .map_err(|e| format!("cannot reload the inference policy: {e}"))?;
             done.push("inference");
+        }
+        if let (Some(state), Some(policy)) = (&self.proxy, egress)
+            && *state.policy() != policy
+        {
+            state
+                .reload(policy)
+                .map_err(|e| format!("cannot reload the egress policy: {e}"))?;
+            done.push("egress");
         }
         Ok(done)
     }
@@ -493,7 +495,10 @@ mod tests {
         drop(held);
         let deadline = Instant::now() + Duration::from_secs(5);
         while ran.load(Ordering::SeqCst) < 8 {
-            assert!(Instant::now() < deadline, "tasks did not run after the hold");
+            assert!(
+                Instant::now() < deadline,
+                "tasks did not run after the hold"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         s.shut_down();
