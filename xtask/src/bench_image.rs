@@ -66,7 +66,7 @@ fn bench(work: &Path, init: &Path, runs: usize) -> anyhow::Result<()> {
     // The tree GNU tar packs: the image's own rootfs, unpacked once.
     let first = build_image(&plan, &ctx("cache-warm"), &|_| {})?;
     let bundle = work.join("bundle");
-    unpack_bundle(&first.layout_dir, &first.tag, "{}", &bundle)?;
+    unpack_bundle(&first.layout_dir, &first.tag, "{}", &[], &bundle)?;
     let rootfs = bundle.join("rootfs");
     let tar_script = format!(
         "tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --hard-dereference \

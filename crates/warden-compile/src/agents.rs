@@ -164,6 +164,9 @@ mod tests {
     fn codex_config_quotes_the_workdir() {
         let c = codex_config("/sandbox/a \"b\"");
         assert!(c.contains("[projects.\"/sandbox/a \\\"b\\\"\"]\n"), "{c}");
-        assert!(c.contains("base_url = \"http://127.0.0.1:3129/v1\"\n"), "{c}");
+        assert!(
+            c.contains("base_url = \"http://127.0.0.1:3129/v1\"\n"),
+            "{c}"
+        );
     }
 }

@@ -904,9 +904,7 @@ fn write_bundle_files(bundle: &Path, files: &[BundleFile]) -> Result<(), ImageEr
     use std::path::Component;
     for f in files {
         let rel = Path::new(&f.path);
-        let inside = rel
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
+        let inside = rel.components().all(|c| matches!(c, Component::Normal(_)))
             && rel.components().next() != Some(Component::Normal("rootfs".as_ref()));
         let path = bundle.join(rel);
         if !inside || f.path.is_empty() {

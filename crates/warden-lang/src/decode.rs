@@ -1124,10 +1124,11 @@ fn agent_checks(
         );
     }
     let image_env = names.image_env.get(&s.image).map_or(&[][..], |e| &e[..]);
-    let Some(home) = s.home(image_env) else { return };
+    let Some(home) = s.home(image_env) else {
+        return;
+    };
     let writable = check_abs_path(home).is_ok()
-        && s
-            .filesystem
+        && s.filesystem
             .read_write
             .iter()
             .any(|d| home == d || is_below(home, d));

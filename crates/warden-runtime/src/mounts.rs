@@ -252,13 +252,13 @@ pub(crate) fn prepare(
     planned.sort_by(|a, b| a.at().cmp(b.at()));
 
     for p in &planned {
-        if let Planned::Bind { at, source, .. } = p {
-            if std::fs::symlink_metadata(source).is_err() {
-                return Err(RuntimeError::BindSource {
-                    source_path: source.clone(),
-                    destination: at.clone(),
-                });
-            }
+        if let Planned::Bind { at, source, .. } = p
+            && std::fs::symlink_metadata(source).is_err()
+        {
+            return Err(RuntimeError::BindSource {
+                source_path: source.clone(),
+                destination: at.clone(),
+            });
         }
     }
 
@@ -345,12 +345,10 @@ pub(crate) fn prepare(
                 dirs: (host_uid, host_gid),
                 point: (root_uid, root_gid),
             };
-            make_point(&target, file, owners).map_err(|e| {
-                RuntimeError::MountPoint {
-                    id: id.to_string(),
-                    target: p.at().to_string(),
-                    reason: e.to_string(),
-                }
+            make_point(&target, file, owners).map_err(|e| RuntimeError::MountPoint {
+                id: id.to_string(),
+                target: p.at().to_string(),
+                reason: e.to_string(),
             })?;
         }
         match p {

@@ -114,7 +114,8 @@ fn our_unpack_matches_the_layer() {
         &built.layout_dir,
         &built.tag,
         "{\"ociVersion\":\"1.0.2\"}",
-        &[],        &bundle,
+        &[],
+        &bundle,
     )
     .unwrap();
     assert_eq!(

@@ -68,7 +68,8 @@ fn python_from_host_runs_under_crun() {
         &built.layout_dir,
         &built.tag,
         &config(&["/usr/bin/python3", "-c", "print(1)"]),
-        &[],        &bundle,
+        &[],
+        &bundle,
     )
     .unwrap();
     let root = bundle.join("rootfs");
@@ -118,7 +119,8 @@ fn static_busybox_needs_no_libraries() {
         &built.layout_dir,
         &built.tag,
         &config(&["/bin/busybox", "echo", "hi"]),
-        &[],        &bundle,
+        &[],
+        &bundle,
     )
     .unwrap();
     let id = format!("warden-image-bb-{}", std::process::id());
@@ -141,7 +143,8 @@ fn quickstart_shell_and_coreutils() {
         &built.layout_dir,
         &built.tag,
         &config(&["/bin/sh", "-c", "echo hi; ls /etc"]),
-        &[],        &bundle,
+        &[],
+        &bundle,
     )
     .unwrap();
     let out = Command::new("chroot")

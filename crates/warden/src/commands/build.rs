@@ -154,15 +154,13 @@ pub fn run(out: &Out, path: &Path, dir: &Path, spec_only: bool) -> anyhow::Resul
             return Ok(Exit::Internal);
         };
         let bdir = dir.join("bundles").join(&s.name);
-        if let Err(e) =
-            warden_image::unpack_bundle(
-                &img.layout_dir,
-                &img.tag,
-                &s.config_json(),
-                &s.plan.files,
-                &bdir,
-            )
-        {
+        if let Err(e) = warden_image::unpack_bundle(
+            &img.layout_dir,
+            &img.tag,
+            &s.config_json(),
+            &s.plan.files,
+            &bdir,
+        ) {
             eprintln!("error: cannot write bundle `{}`: {e}", bdir.display());
             return Ok(Exit::Internal);
         }

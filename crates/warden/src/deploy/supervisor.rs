@@ -20,6 +20,7 @@
 
 use super::control::{self, Phase, Request, Response, Status};
 use super::logs::{self, RotatingLog};
+use crate::services::{self, Services};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Write;
@@ -29,7 +30,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use crate::services::{self, Services};
 use warden_wire::sandbox::Restart;
 
 pub const SUBCOMMAND: &str = "supervise";

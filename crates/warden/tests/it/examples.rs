@@ -208,9 +208,13 @@ fn probe(case: &Case) -> String {
     if case.router {
         // The model list is answered by the router itself, without a provider.
         let client = match case.client {
-            Client::Python => "/usr/bin/python3 -c 'import urllib.request\n\
-print(\"router:\", urllib.request.urlopen(\"http://127.0.0.1:3129/v1/models\", timeout=10).status)'",
-            Client::Node => "/usr/bin/node -e 'require(\"http\").get(\"http://127.0.0.1:3129/v1/models\",r=>{console.log(\"router:\",r.statusCode);process.exit(0)}).on(\"error\",e=>{console.log(\"router:\",e.code);process.exit(1)})'",
+            Client::Python => {
+                "/usr/bin/python3 -c 'import urllib.request\n\
+print(\"router:\", urllib.request.urlopen(\"http://127.0.0.1:3129/v1/models\", timeout=10).status)'"
+            }
+            Client::Node => {
+                "/usr/bin/node -e 'require(\"http\").get(\"http://127.0.0.1:3129/v1/models\",r=>{console.log(\"router:\",r.statusCode);process.exit(0)}).on(\"error\",e=>{console.log(\"router:\",e.code);process.exit(1)})'"
+            }
             Client::None => "echo router: 200",
         };
         script.push_str("; ");
@@ -405,7 +409,9 @@ fn every_example_applies_shows_in_ps_and_is_destroyed() {
     for f in files {
         let case = CASES.iter().find(|c| c.file == f).unwrap();
         let file = stage(env.dir.path(), case);
-        let (code, _, err) = run(with_keys(&mut env.cmd()).args(["apply", "--yes"]).arg(&file));
+        let (code, _, err) = run(with_keys(&mut env.cmd())
+            .args(["apply", "--yes"])
+            .arg(&file));
         assert_eq!(code, 0, "apply {f}: {err}");
         let want: Vec<&str> = CASES
             .iter()

@@ -265,10 +265,7 @@ fn anthropic_events(model: &str, text: &str) -> Vec<(String, String)> {
                 "delta": {"stop_reason": "end_turn", "stop_sequence": null},
                 "usage": {"output_tokens": 3}}),
         ),
-        e(
-            "message_stop",
-            serde_json::json!({"type": "message_stop"}),
-        ),
+        e("message_stop", serde_json::json!({"type": "message_stop"})),
     ]
 }
 
@@ -502,7 +499,12 @@ fn assert_key_kept_out(env: &Env, sandbox: &str, key: &str, dump: &str) {
     let bundles = bundles_of(sandbox);
     assert!(!bundles.is_empty(), "no bundle of `{sandbox}` found");
     for b in bundles {
-        assert_eq!(files_holding(&b, key), Vec::<PathBuf>::new(), "{}", b.display());
+        assert_eq!(
+            files_holding(&b, key),
+            Vec::<PathBuf>::new(),
+            "{}",
+            b.display()
+        );
     }
     let state = env.dir.path().join("state");
     assert_eq!(files_holding(&state, key), Vec::<PathBuf>::new());
@@ -518,7 +520,14 @@ fn python_sdks() -> PathBuf {
     if !done.exists() {
         let _ = std::fs::remove_dir_all(&dir);
         let status = Command::new("/usr/bin/python3")
-            .args(["-m", "pip", "install", "--quiet", "--no-compile", "--target"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-compile",
+                "--target",
+            ])
             .arg(&dir)
             .args(["anthropic", "openai"])
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
@@ -731,7 +740,10 @@ fn official_sdks_reach_plain_and_tls_providers_with_keys_they_never_see() {
     );
     assert!(!audit.contains("haiku"), "{audit}");
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(std::fs::metadata(&audit_path).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&audit_path).unwrap().mode() & 0o777,
+        0o600
+    );
     assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
 }
 
@@ -771,7 +783,10 @@ fn wait_for_lines(
         if pred(&text.lines().collect::<Vec<_>>()) {
             return text;
         }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}: {text}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out waiting for {what}: {text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -848,9 +863,12 @@ fn an_edited_route_applies_to_the_next_call_of_a_running_sandbox() {
                 .all(|s| s.header("x-api-key") == Some(key.as_str()))
         );
     }
-    let audit =
-        std::fs::read_to_string(env.dir.path().join("state/sandboxes/routed/inference.jsonl"))
-            .unwrap();
+    let audit = std::fs::read_to_string(
+        env.dir
+            .path()
+            .join("state/sandboxes/routed/inference.jsonl"),
+    )
+    .unwrap();
     let providers: Vec<String> = audit
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["provider"].to_string())
@@ -981,9 +999,12 @@ fn an_applied_sandbox_calls_through_its_router_and_a_route_edit_is_a_reload() {
     assert_eq!(code, 0, "{err}");
     std::mem::forget(applied);
     // The supervisor wrote the router's audit on its way out; the key is not in it.
-    let audit =
-        std::fs::read_to_string(env.dir.path().join("state/sandboxes/routed/inference.jsonl"))
-            .unwrap();
+    let audit = std::fs::read_to_string(
+        env.dir
+            .path()
+            .join("state/sandboxes/routed/inference.jsonl"),
+    )
+    .unwrap();
     let providers: Vec<String> = audit
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["provider"].to_string())
@@ -1008,7 +1029,10 @@ fn claude_code() -> PathBuf {
             .arg("@anthropic-ai/claude-code")
             .status()
             .expect("these tests need npm (Debian: npm)");
-        assert!(status.success(), "npm install @anthropic-ai/claude-code failed");
+        assert!(
+            status.success(),
+            "npm install @anthropic-ai/claude-code failed"
+        );
     }
     assert!(bin.exists(), "no native binary at `{}`", bin.display());
     bin
@@ -1287,9 +1311,8 @@ fn codex() -> PathBuf {
     static ONCE: Mutex<()> = Mutex::new(());
     let _g = ONCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-cache/codex");
-    let bin = dir.join(
-        "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex",
-    );
+    let bin =
+        dir.join("node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex");
     if !bin.exists() {
         std::fs::create_dir_all(&dir).unwrap();
         let status = Command::new("npm")
@@ -1357,7 +1380,12 @@ fn codex_answers_through_the_router_from_its_rendered_configuration() {
     assert!(!calls.is_empty(), "{:#?}", mock.seen());
     let bearer = format!("Bearer {key}");
     for s in &mock.seen() {
-        assert_eq!(s.header("authorization"), Some(bearer.as_str()), "{}", s.line);
+        assert_eq!(
+            s.header("authorization"),
+            Some(bearer.as_str()),
+            "{}",
+            s.line
+        );
     }
     assert_key_kept_out(&env, "codex", &key, &out);
 }
@@ -1406,14 +1434,18 @@ fn hundreds_of_restarts_under_router_load_never_hang() {
         if restarts != last {
             (last, last_change) = (restarts, Instant::now());
         }
-        let supervisor = std::fs::read_to_string(
-            env.dir.path().join("run/supervisors/churn/supervisor.log"),
-        )
-        .unwrap_or_default();
+        let supervisor =
+            std::fs::read_to_string(env.dir.path().join("run/supervisors/churn/supervisor.log"))
+                .unwrap_or_default();
         assert!(
             last_change.elapsed() < Duration::from_secs(30),
             "no restart for 30 s after {restarts} (a cloned process hung?): {row}\n{}",
-            supervisor.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+            supervisor
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         assert!(
             start.elapsed() < Duration::from_secs(600),
