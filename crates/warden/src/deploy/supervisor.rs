@@ -7,9 +7,10 @@
 //! network namespace ([`crate::services`]), and answers on a unix control socket
 //! (`status`, `reload`, `stop`). The services, the log pumps and the control thread live
 //! as long as the supervisor; before each container is created they are held still
-//! ([`crate::services::hold`]), so no other thread is at work when libcontainer clones. The container's init is
-//! its child and dies with it (warden-init sets `PR_SET_PDEATHSIG`), so a sandbox never
-//! outlives its supervisor; the next apply removes what is left (cgroups, state).
+//! ([`crate::services::hold`]), so no other thread is at work when libcontainer clones.
+//! The container's init is its child and dies with it (warden-init sets
+//! `PR_SET_PDEATHSIG`), so a sandbox never outlives its supervisor; the next apply
+//! removes what is left (cgroups, state).
 //! Once a container has started, the supervisor drops its mappings of the clean file
 //! pages start-up touched (`trim`), so an idle one keeps only what it uses mapped.
 //!
