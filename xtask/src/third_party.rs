@@ -19,13 +19,11 @@ fn field(manifest: &str, key: &str) -> Option<String> {
             in_package = line == "[package]";
             continue;
         }
-        if in_package {
-            if let Some(rest) = line.strip_prefix(key) {
-                let rest = rest.trim_start();
-                if let Some(v) = rest.strip_prefix('=') {
-                    return Some(v.trim().trim_matches('"').to_string());
-                }
-            }
+        if in_package
+            && let Some(rest) = line.strip_prefix(key)
+            && let Some(v) = rest.trim_start().strip_prefix('=')
+        {
+            return Some(v.trim().trim_matches('"').to_string());
         }
     }
     None

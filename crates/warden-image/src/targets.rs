@@ -62,17 +62,16 @@ pub fn mount_points(config_json: &str) -> Result<Vec<MountPoint>, String> {
     }
     // The working directory must exist too (libcontainer changes into it); it is made
     // like a mount point unless a mount provides it.
-    if let Some(cwd) = v.pointer("/process/cwd").and_then(|c| c.as_str()) {
-        if !out
+    if let Some(cwd) = v.pointer("/process/cwd").and_then(|c| c.as_str())
+        && !out
             .iter()
             .any(|m| m.destination == cwd || is_below(cwd, &m.destination))
-        {
-            out.push(MountPoint {
-                destination: cwd.to_string(),
-                bind_source: None,
-                volume: false,
-            });
-        }
+    {
+        out.push(MountPoint {
+            destination: cwd.to_string(),
+            bind_source: None,
+            volume: false,
+        });
     }
     Ok(out)
 }
@@ -90,13 +89,13 @@ pub fn is_below(path: &str, dir: &str) -> bool {
 /// a mount point must be where the file says, not where the image points.
 pub fn make_mount_points(rootfs: &Path, mounts: &[MountPoint]) -> Result<(), ImageError> {
     for m in mounts.iter().filter(|m| !m.volume) {
-        if let Some(src) = &m.bind_source {
-            if fs::symlink_metadata(src).is_err() {
-                return Err(ImageError::BindSource {
-                    source_path: src.clone(),
-                    destination: m.destination.clone(),
-                });
-            }
+        if let Some(src) = &m.bind_source
+            && fs::symlink_metadata(src).is_err()
+        {
+            return Err(ImageError::BindSource {
+                source_path: src.clone(),
+                destination: m.destination.clone(),
+            });
         }
     }
     for m in mounts {

@@ -251,13 +251,13 @@ pub(crate) fn prepare(
     planned.sort_by(|a, b| a.at().cmp(b.at()));
 
     for p in &planned {
-        if let Planned::Bind { at, source, .. } = p {
-            if std::fs::symlink_metadata(source).is_err() {
-                return Err(RuntimeError::BindSource {
-                    source_path: source.clone(),
-                    destination: at.clone(),
-                });
-            }
+        if let Planned::Bind { at, source, .. } = p
+            && std::fs::symlink_metadata(source).is_err()
+        {
+            return Err(RuntimeError::BindSource {
+                source_path: source.clone(),
+                destination: at.clone(),
+            });
         }
     }
 
