@@ -52,7 +52,7 @@ fn pick<'a>(
 }
 
 /// Version of what [`bundle_for`] puts into a bundle besides the image's layers.
-const BUNDLE_FORMAT: &str = concat!(env!("CARGO_PKG_VERSION"), "/2");
+const BUNDLE_FORMAT: &str = concat!(env!("CARGO_PKG_VERSION"), "/3");
 
 /// A bundle for this sandbox and image, unpacked once and reused while neither changes.
 pub(crate) fn bundle_for(

@@ -239,7 +239,9 @@ fn mount_points_that_cannot_be_made_and_missing_binds_exit_1_naming_the_path() {
     let (code, _, err) = bind_sysfs(true);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("the filesystem of `/sys/kernel/mm` cannot idmap, so the writable bind at `/sandbox/mm`"),
+        err.contains(
+            "the filesystem of `/sys/kernel/mm` cannot idmap, so the writable bind at `/sandbox/mm`"
+        ),
         "{err}"
     );
     // A cache the sandbox's root cannot reach: refused before anything starts.
@@ -248,13 +250,19 @@ fn mount_points_that_cannot_be_made_and_missing_binds_exit_1_naming_the_path() {
     std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
     let mut cmd = env.cmd();
     cmd.env("WARDEN_CACHE_DIR", closed.join("cache"));
-    let (code, _, err) = run(cmd.arg("run").arg(super::repo().join("examples/quickstart.kdl")).args(["--", "/bin/true"]));
+    let (code, _, err) = run(cmd
+        .arg("run")
+        .arg(super::repo().join("examples/quickstart.kdl"))
+        .args(["--", "/bin/true"]));
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!(
             "cannot reach its root filesystem `{}",
             closed.join("cache/bundles").display()
-        )) && err.contains(&format!("`{}` has mode 0700; give it `o+x`", closed.display())),
+        )) && err.contains(&format!(
+            "`{}` has mode 0700; give it `o+x`",
+            closed.display()
+        )),
         "{err}"
     );
 }
@@ -491,7 +499,10 @@ fn a_sandboxs_state_and_audit_are_readable_by_root_only() {
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&env.dir.path().join("state/sandboxes")), 0o700);
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
-    assert!(files.iter().any(|f| f.file_name() == "audit.jsonl"), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.file_name() == "audit.jsonl"),
+        "{files:?}"
+    );
     for f in files {
         assert_eq!(mode(&f.path()) & 0o077, 0, "{}", f.path().display());
     }
