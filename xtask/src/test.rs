@@ -20,6 +20,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bsdutils", "/usr/bin/script"),
     ("perl-base", "/usr/bin/perl"),
     ("python3", "/usr/bin/python3"),
+    ("nodejs", "/usr/bin/node"),
     ("git", "/usr/bin/git"),
 ];
 
