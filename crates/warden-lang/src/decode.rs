@@ -1530,10 +1530,14 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                     loc: c.loc(),
                 };
                 // Duplicate and conflicting rules.
+                // Rules of the same action for one destination that differ (other ports,
+                // other methods or paths) all stay: the first that matches decides.
                 let clash = eg.rules.iter().position(|r| {
                     r.target == rule.target
                         && overlap(&r.ports, &rule.ports)
                         && r.http.is_none() == rule.http.is_none()
+                        && (r.action != rule.action
+                            || (r.ports == rule.ports && r.http == rule.http))
                 });
                 if let Some(i) = clash {
                     let other = &eg.rules[i];

@@ -8,6 +8,26 @@ use kdl::{KdlDocument, KdlNode};
 /// `egress` block of sandbox `sandbox` in `text`, creating the block if the sandbox has
 /// none. Errors name what was not found.
 pub fn add_egress_rule(text: &str, sandbox: &str, rule: &str) -> Result<String, String> {
+    insert_egress_rule(text, sandbox, rule, Place::Last)
+}
+
+/// Where a new rule goes among a sandbox's egress rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Before every rule: it decides before the rules that follow (allow rules are
+    /// tried in order; deny rules win wherever they are).
+    First,
+    /// After the last rule, before the inline tests.
+    Last,
+}
+
+/// [`add_egress_rule`] with a choice of [`Place`].
+pub fn insert_egress_rule(
+    text: &str,
+    sandbox: &str,
+    rule: &str,
+    place: Place,
+) -> Result<String, String> {
     let mut doc = KdlDocument::parse_v2(text).map_err(|_| "the file does not parse".to_string())?;
     let rule_node = KdlNode::parse(rule).map_err(|_| format!("`{rule}` is not a KDL node"))?;
     let sb = doc
@@ -52,15 +72,82 @@ pub fn add_egress_rule(text: &str, sandbox: &str, rule: &str) -> Result<String, 
         .unwrap_or_else(|| format!("{eg_indent}    "));
     let mut node = rule_node;
     set_line(&mut node, &rule_indent);
-    // New rules go after the last rule, before the inline tests.
-    let at = rules
-        .nodes()
-        .iter()
-        .rposition(|n| n.name().value() != "test")
-        .map(|i| i + 1)
-        .unwrap_or(0);
+    // New rules go after the last rule, before the inline tests, or before all rules.
+    let at = match place {
+        Place::First => 0,
+        Place::Last => rules
+            .nodes()
+            .iter()
+            .rposition(|n| n.name().value() != "test")
+            .map(|i| i + 1)
+            .unwrap_or(0),
+    };
     rules.nodes_mut().insert(at, node);
     close_block(rules, &eg_indent);
+    Ok(doc.to_string())
+}
+
+/// In sandbox `sandbox`'s egress block, the `allow HOST port=PORT order=ORDER` rule loses
+/// its `order=` and gets `reason=REASON`: one line of the file changes, and the
+/// destination no longer waits for a human. Errors when no such rule is there.
+pub fn approve_order_rule(
+    text: &str,
+    sandbox: &str,
+    host: &str,
+    port: u16,
+    order: &str,
+    reason: &str,
+) -> Result<String, String> {
+    let mut doc = KdlDocument::parse_v2(text).map_err(|_| "the file does not parse".to_string())?;
+    let sb = doc
+        .nodes_mut()
+        .iter_mut()
+        .find(|n| {
+            n.name().value() == "sandbox"
+                && n.entries().first().and_then(|e| e.value().as_string()) == Some(sandbox)
+        })
+        .ok_or_else(|| format!("sandbox `{sandbox}` is not declared in this file"))?;
+    let rule = sb
+        .children_mut()
+        .as_mut()
+        .and_then(|c| {
+            c.nodes_mut()
+                .iter_mut()
+                .filter(|n| n.name().value() == "egress")
+                .filter_map(|e| e.children_mut().as_mut())
+                .flat_map(|c| c.nodes_mut().iter_mut())
+                .find(|n| {
+                    let port_of = |n: &KdlNode| {
+                        n.get("port")
+                            .and_then(|v| v.as_integer())
+                            .map_or(443, |p| p as i64)
+                    };
+                    n.name().value() == "allow"
+                        && n.entries().first().and_then(|e| e.value().as_string()) == Some(host)
+                        && port_of(n) == i64::from(port)
+                        && n.get("order").and_then(|v| v.as_string()) == Some(order)
+                })
+        })
+        .ok_or_else(|| {
+            format!(
+                "no `allow \"{host}\" port={port} order=\"{order}\"` rule in sandbox `{sandbox}`"
+            )
+        })?;
+    // By name, not through `KdlNode::remove`: a parsed name keeps its source form and
+    // does not compare equal to a fresh one.
+    let named = |rule: &KdlNode, key: &str| {
+        rule.entries()
+            .iter()
+            .position(|e| e.name().is_some_and(|n| n.value() == key))
+    };
+    if let Some(i) = named(rule, "order") {
+        rule.entries_mut().remove(i);
+    }
+    let entry = kdl::KdlEntry::new_prop("reason", reason);
+    match named(rule, "reason") {
+        Some(i) => rule.entries_mut()[i] = entry,
+        None => rule.entries_mut().push(entry),
+    }
     Ok(doc.to_string())
 }
 

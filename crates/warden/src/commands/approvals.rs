@@ -69,12 +69,28 @@ pub fn approve(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
         return Ok(Exit::User);
     };
     let host = a.host.trim_start_matches('[').trim_end_matches(']');
-    let rule = format!(
-        "allow {} port={} reason={}",
-        quote(host),
-        a.port,
-        quote(&format!("approved {} ({})", date(now()), a.id))
-    );
+    let reason = match &a.order {
+        Some(order) => format!("approved {} under order `{order}` ({})", date(now()), a.id),
+        None => format!("approved {} ({})", date(now()), a.id),
+    };
+    // A refused plain-HTTP request is approved for its method and path only, not for
+    // the whole host and port.
+    let rule = match (&a.method, http_path(&a.sample)) {
+        (Some(method), Some(p)) => format!(
+            "http {} port={} methods={} paths={} reason={}",
+            quote(host),
+            a.port,
+            quote(method),
+            quote(p),
+            quote(&reason)
+        ),
+        _ => format!(
+            "allow {} port={} reason={}",
+            quote(host),
+            a.port,
+            quote(&reason)
+        ),
+    };
     let src = match project::read_source(path) {
         Ok(s) => s,
         Err(e) => {
@@ -82,31 +98,84 @@ pub fn approve(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
             return Ok(Exit::User);
         }
     };
-    let edited = match warden_lang::edit::add_egress_rule(&src.text, &a.sandbox, &rule) {
+    // A destination held by an `ask` order: the approving rule goes first, so that it
+    // decides before the order's rule (allow rules are tried in order).
+    let place = if a.order.is_some() {
+        warden_lang::edit::Place::First
+    } else {
+        warden_lang::edit::Place::Last
+    };
+    let edited = match warden_lang::edit::insert_egress_rule(&src.text, &a.sandbox, &rule, place) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: cannot add the rule to `{}`: {e}", path.display());
             return Ok(Exit::User);
         }
     };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let load = |text: &str| {
+        warden_lang::load(
+            &warden_lang::SourceFile::new(path.display().to_string(), text.to_string()),
+            &project::FsLoader { dir: dir.clone() },
+        )
+    };
+    let mut rule = rule;
+    let mut check = load(&edited);
+    let mut edited = edited;
+    // The order's own rule names exactly this destination: the new rule would repeat
+    // it, so the approval takes `order=` off that rule instead (one line changes).
+    let duplicate = check
+        .diagnostics
+        .iter()
+        .any(|d| d.code == "warden::egress::duplicate");
+    if let (true, Some(order)) = (duplicate, &a.order)
+        && let Ok(t) = warden_lang::edit::approve_order_rule(
+            &src.text, &a.sandbox, host, a.port, order, &reason,
+        )
+    {
+        rule = format!(
+            "allow {} port={} reason={} (was order={})",
+            quote(host),
+            a.port,
+            quote(&reason),
+            quote(order)
+        );
+        check = load(&t);
+        edited = t;
+    }
     // The edited file must still be valid before it replaces the old one.
-    let check = warden_lang::load(
-        &warden_lang::SourceFile::new(path.display().to_string(), edited.clone()),
-        &project::FsLoader {
-            dir: path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_path_buf(),
-        },
-    );
-    if check.model.is_none() {
+    let Some(model) = check.model.as_ref() else {
         project::report(out, &check.diagnostics);
         eprintln!(
             "error: adding `{rule}` would make `{}` invalid; nothing was changed",
             path.display()
         );
         return Ok(Exit::User);
+    };
+    // ...and its inline tests must still pass.
+    if let Ok(compiled) = warden_compile::compile(model, &p.options) {
+        let failed: Vec<String> = warden_compile::run_tests(model, &compiled)
+            .into_iter()
+            .filter(|r| !r.pass)
+            .map(|r| {
+                format!(
+                    "{}:{}: {} -> {}, expected {}",
+                    r.file, r.line, r.subject, r.actual, r.expected
+                )
+            })
+            .collect();
+        if !failed.is_empty() {
+            eprintln!(
+                "error: adding `{rule}` would make these inline tests of `{}` fail; nothing was changed:\n  {}",
+                path.display(),
+                failed.join("\n  ")
+            );
+            return Ok(Exit::User);
+        }
     }
     if let Err(e) = project::write_atomic(path, edited.as_bytes()) {
         eprintln!(
@@ -179,6 +248,15 @@ pub fn deny(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
     }
 }
 
+/// The path of a plain-HTTP refusal's sample (`GET http://host:80/path?q HTTP/1.1` or
+/// `GET http://host:80/path`), without its query.
+fn http_path(sample: &str) -> Option<&str> {
+    let url = sample.split(' ').nth(1)?;
+    let rest = url.strip_prefix("http://")?;
+    let path = &rest[rest.find('/')?..];
+    Some(path.split(['?', '#']).next().unwrap_or(path))
+}
+
 fn quote(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
@@ -216,6 +294,16 @@ pub fn date(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn http_paths_of_samples() {
+        assert_eq!(
+            http_path("POST http://pypi.org:80/upload?x=1"),
+            Some("/upload")
+        );
+        assert_eq!(http_path("GET http://h:8080/a/b HTTP/1.1"), Some("/a/b"));
+        assert_eq!(http_path("CONNECT h:443"), None);
+    }
+
     #[test]
     fn dates() {
         assert_eq!(super::date(0), "1970-01-01");

@@ -168,7 +168,7 @@ fn allowed_works_refused_is_recorded_and_approval_reaches_the_running_sandbox() 
     assert_eq!(added.len(), 1, "{after}");
     assert!(
         added[0].trim_start().starts_with(&format!(
-            "allow \"upstream.test\" port={port} reason=\"approved "
+            "http \"upstream.test\" port={port} methods=\"GET\" paths=\"/after\" reason=\"approved "
         )),
         "{after}"
     );

@@ -1,6 +1,7 @@
 //! CLI tests: exit codes, stdout and stderr of the `warden` binary.
 
 mod apply;
+mod approve;
 mod egress;
 mod examples;
 mod lang;
