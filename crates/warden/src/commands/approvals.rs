@@ -294,6 +294,8 @@ pub fn date(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::http_path;
+
     #[test]
     fn http_paths_of_samples() {
         assert_eq!(
