@@ -667,7 +667,7 @@ fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
 }
 
 fn order(cx: &mut Cx, n: &N<'_>) -> Option<Order> {
-    n.check_props(cx, &["bounds", "override", "autonomy"]);
+    n.check_props(cx, &["bounds", "override", "autonomy", "earn-after"]);
     n.no_children(cx);
     let (name, span) = name_arg(cx, n, "an order name")?;
     check_name(cx, n, &name, span);
@@ -696,12 +696,31 @@ fn order(cx: &mut Cx, n: &N<'_>) -> Option<Order> {
             }
         },
     };
+    let earn_after = match n.prop("earn-after") {
+        None => None,
+        Some(e) => match e.value().as_integer() {
+            Some(v) if (1..=1000).contains(&v) => Some(v as u32),
+            _ => {
+                cx.push(
+                    n.diag(
+                        "warden::orders::earn-after",
+                        e.span(),
+                        "`earn-after` must be a whole number from 1 to 1000",
+                        "not a count",
+                    )
+                    .help("e.g. earn-after=3: propose `auto` after three approved asks in a row"),
+                );
+                None
+            }
+        },
+    };
     Some(Order {
         name,
         loc: n.loc(),
         bounds: bounds?.0,
         override_,
         autonomy,
+        earn_after,
     })
 }
 

@@ -143,12 +143,105 @@ pub fn approve_order_rule(
     if let Some(i) = named(rule, "order") {
         rule.entries_mut().remove(i);
     }
-    let entry = kdl::KdlEntry::new_prop("reason", reason);
+    let entry = quoted_prop("reason", reason)?;
     match named(rule, "reason") {
         Some(i) => rule.entries_mut()[i] = entry,
         None => rule.entries_mut().push(entry),
     }
     Ok(doc.to_string())
+}
+
+/// Sets the autonomy of standing order `order` in `text` (`autonomy="auto"` or
+/// `"ask"`...): one line changes when the file declares the order. When it does not (a
+/// layout does), `fallback` (the order as declared there, one KDL node without
+/// `autonomy`) is added to the file's `standing-orders` block with the new autonomy,
+/// which replaces the layout's order; one line is added (the block is made if the file
+/// has none).
+pub fn set_order_autonomy(
+    text: &str,
+    order: &str,
+    autonomy: &str,
+    fallback: &str,
+) -> Result<String, String> {
+    let mut doc = KdlDocument::parse_v2(text).map_err(|_| "the file does not parse".to_string())?;
+    let found = doc
+        .nodes_mut()
+        .iter_mut()
+        .filter(|n| n.name().value() == "standing-orders")
+        .filter_map(|n| n.children_mut().as_mut())
+        .flat_map(|c| c.nodes_mut().iter_mut())
+        .find(|n| {
+            n.name().value() == "order"
+                && n.entries().first().and_then(|e| e.value().as_string()) == Some(order)
+        });
+    let entry = quoted_prop("autonomy", autonomy)?;
+    if let Some(node) = found {
+        let at = node
+            .entries()
+            .iter()
+            .position(|e| e.name().is_some_and(|n| n.value() == "autonomy"));
+        match at {
+            Some(i) => node.entries_mut()[i] = entry,
+            None => node.entries_mut().push(entry),
+        }
+        return Ok(doc.to_string());
+    }
+    let mut node =
+        KdlNode::parse(fallback).map_err(|_| format!("`{fallback}` is not a KDL node"))?;
+    node.entries_mut().push(entry);
+    let has_block = doc
+        .nodes()
+        .iter()
+        .any(|n| n.name().value() == "standing-orders");
+    if !has_block {
+        let mut block = KdlNode::new("standing-orders");
+        block.set_children(KdlDocument::new());
+        let mut f = block.format().cloned().unwrap_or_default();
+        f.leading = "\n".to_string();
+        f.terminator = String::new();
+        f.before_children = " ".to_string();
+        block.set_format(f);
+        doc.nodes_mut().push(block);
+    }
+    let block = doc
+        .nodes_mut()
+        .iter_mut()
+        .rfind(|n| n.name().value() == "standing-orders")
+        .ok_or("no standing-orders block")?;
+    let outer = indent_of(block);
+    let orders = block.ensure_children();
+    let indent = orders
+        .nodes()
+        .iter()
+        .rfind(|n| n.name().value() == "order")
+        .or(orders.nodes().first())
+        .map(indent_of)
+        .unwrap_or_else(|| format!("{outer}    "));
+    set_line(&mut node, &indent);
+    let at = orders
+        .nodes()
+        .iter()
+        .rposition(|n| n.name().value() == "order")
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    orders.nodes_mut().insert(at, node);
+    close_block(orders, &outer);
+    let mut out = doc.to_string();
+    if !has_block && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `key="value"`, always quoted, as the rest of a warden file is written.
+fn quoted_prop(key: &str, value: &str) -> Result<kdl::KdlEntry, String> {
+    let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+    let node = KdlNode::parse(&format!("x {key}=\"{escaped}\""))
+        .map_err(|_| format!("cannot write {key}={value:?}"))?;
+    node.entries()
+        .first()
+        .cloned()
+        .ok_or_else(|| format!("cannot write {key}={value:?}"))
 }
 
 /// The indentation of a node: the whitespace after the last newline of its leading text.
@@ -187,4 +280,56 @@ fn close_block(doc: &mut KdlDocument, indent: &str) {
         f.trailing = format!("{comments}{indent}");
     }
     doc.set_format(f);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "// orders\nstanding-orders {\n    order \"deploy\" bounds=\"Staging first.\" autonomy=\"ask\" // keep\n    order \"read\" bounds=\"Anything.\"\n}\n";
+
+    fn changed(a: &str, b: &str) -> Vec<String> {
+        b.lines()
+            .filter(|l| !a.lines().any(|o| o == *l))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn grant_and_revoke_change_one_line() {
+        let granted = set_order_autonomy(FILE, "deploy", "auto", "").unwrap();
+        assert_eq!(
+            changed(FILE, &granted),
+            vec!["    order \"deploy\" bounds=\"Staging first.\" autonomy=\"auto\" // keep"]
+        );
+        assert_eq!(granted.lines().count(), FILE.lines().count());
+        let revoked = set_order_autonomy(&granted, "deploy", "ask", "").unwrap();
+        assert_eq!(revoked, FILE);
+        let read = set_order_autonomy(FILE, "read", "ask", "").unwrap();
+        assert_eq!(
+            changed(FILE, &read),
+            vec!["    order \"read\" bounds=\"Anything.\" autonomy=\"ask\""]
+        );
+    }
+
+    #[test]
+    fn an_order_of_a_layout_is_overridden_in_the_file() {
+        let text = "layout \"solo\"\n";
+        let out = set_order_autonomy(
+            text,
+            "git-commit",
+            "ask",
+            "order \"git-commit\" bounds=\"Feature branches.\"",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "layout \"solo\"\n\nstanding-orders {\n    order \"git-commit\" bounds=\"Feature branches.\" autonomy=\"ask\"\n}\n"
+        );
+        let again = set_order_autonomy(FILE, "new", "auto", "order \"new\" bounds=\"x\"").unwrap();
+        assert_eq!(
+            changed(FILE, &again),
+            vec!["    order \"new\" bounds=\"x\" autonomy=\"auto\""]
+        );
+    }
 }

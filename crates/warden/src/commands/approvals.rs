@@ -59,7 +59,7 @@ fn find(p: &Project, id: &str) -> Option<Approval> {
     pending(p).into_iter().find(|a| a.id == id)
 }
 
-pub fn approve(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
+pub fn approve(out: &Out, path: &Path, id: &str, always: bool) -> anyhow::Result<Exit> {
     let p = match project::load(out, path) {
         Ok(p) => p,
         Err(e) => return Ok(e),
@@ -185,6 +185,9 @@ pub fn approve(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Internal);
     }
+    if let Some(order) = &a.order {
+        crate::commands::orders::record(&p, order, "approved", &a.sample, Some(&a.sandbox));
+    }
     if let Err(e) = warden_egress::mark_approved(&sandbox_state_dir(&p, &a.sandbox), &a.id) {
         eprintln!(
             "warning: the rule was added but the approval could not be marked: {}",
@@ -217,7 +220,22 @@ pub fn approve(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
             path.display()
         );
     }
-    Ok(Exit::Ok)
+    match (&a.order, always) {
+        (Some(order), true) => crate::commands::orders::set(
+            &Out {
+                json: false,
+                diagnostics_as_json: out.diagnostics_as_json,
+            },
+            path,
+            order,
+            warden_wire::orders::Autonomy::Auto,
+        ),
+        (None, true) => {
+            eprintln!("note: no standing order held `{id}`: there is no order to grant");
+            Ok(Exit::Ok)
+        }
+        _ => Ok(Exit::Ok),
+    }
 }
 
 pub fn deny(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
@@ -231,6 +249,9 @@ pub fn deny(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
     };
     match warden_egress::deny_approval(&sandbox_state_dir(&p, &a.sandbox), &a.id) {
         Ok(_) => {
+            if let Some(order) = &a.order {
+                crate::commands::orders::record(&p, order, "denied", &a.sample, Some(&a.sandbox));
+            }
             if out.json {
                 out.json(&serde_json::json!({"id": a.id, "sandbox": a.sandbox, "denied": true}));
             } else {
