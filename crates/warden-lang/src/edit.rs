@@ -61,30 +61,41 @@ pub fn insert_egress_rule(
         .iter_mut()
         .rfind(|n| n.name().value() == "egress")
         .ok_or("no egress block")?;
-    let eg_indent = indent_of(eg);
-    let rules = eg.ensure_children();
-    let rule_indent = rules
+    // New rules go after the last rule, before the inline tests, or before all rules.
+    let is_rule = |n: &KdlNode| n.name().value() != "test";
+    insert_child(eg, rule_node, is_rule, place);
+    Ok(doc.to_string())
+}
+
+/// Inserts `node` into `block`'s children, indented like its siblings: first, or after
+/// the last child that `kin` accepts (first when there is none).
+fn insert_child(
+    block: &mut KdlNode,
+    mut node: KdlNode,
+    kin: impl Fn(&KdlNode) -> bool,
+    place: Place,
+) {
+    let outer = indent_of(block);
+    let children = block.ensure_children();
+    let indent = children
         .nodes()
         .iter()
-        .rfind(|n| n.name().value() != "test")
-        .or(rules.nodes().first())
+        .rfind(|n| kin(n))
+        .or(children.nodes().first())
         .map(indent_of)
-        .unwrap_or_else(|| format!("{eg_indent}    "));
-    let mut node = rule_node;
-    set_line(&mut node, &rule_indent);
-    // New rules go after the last rule, before the inline tests, or before all rules.
+        .unwrap_or_else(|| format!("{outer}    "));
+    set_line(&mut node, &indent);
     let at = match place {
         Place::First => 0,
-        Place::Last => rules
+        Place::Last => children
             .nodes()
             .iter()
-            .rposition(|n| n.name().value() != "test")
+            .rposition(|n| kin(n))
             .map(|i| i + 1)
             .unwrap_or(0),
     };
-    rules.nodes_mut().insert(at, node);
-    close_block(rules, &eg_indent);
-    Ok(doc.to_string())
+    children.nodes_mut().insert(at, node);
+    close_block(children, &outer);
 }
 
 /// In sandbox `sandbox`'s egress block, the `allow HOST port=PORT order=ORDER` rule loses
@@ -208,24 +219,7 @@ pub fn set_order_autonomy(
         .iter_mut()
         .rfind(|n| n.name().value() == "standing-orders")
         .ok_or("no standing-orders block")?;
-    let outer = indent_of(block);
-    let orders = block.ensure_children();
-    let indent = orders
-        .nodes()
-        .iter()
-        .rfind(|n| n.name().value() == "order")
-        .or(orders.nodes().first())
-        .map(indent_of)
-        .unwrap_or_else(|| format!("{outer}    "));
-    set_line(&mut node, &indent);
-    let at = orders
-        .nodes()
-        .iter()
-        .rposition(|n| n.name().value() == "order")
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    orders.nodes_mut().insert(at, node);
-    close_block(orders, &outer);
+    insert_child(block, node, |n| n.name().value() == "order", Place::Last);
     let mut out = doc.to_string();
     if !has_block && !out.ends_with('\n') {
         out.push('\n');

@@ -123,6 +123,20 @@ pub fn compile(p: &Project) -> Result<Compiled, Exit> {
 }
 
 /// Write a file atomically: temp file in the same directory, then rename.
+/// `text` loaded as if it were the file at `path` (layouts found beside it): what a
+/// command that edits the file checks before it writes.
+pub fn load_text(path: &Path, text: &str) -> warden_lang::Loaded {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    warden_lang::load(
+        &warden_lang::SourceFile::new(path.display().to_string(), text.to_string()),
+        &FsLoader { dir },
+    )
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = dir_of(path);
     let name = path

@@ -112,17 +112,7 @@ pub fn approve(out: &Out, path: &Path, id: &str, always: bool) -> anyhow::Result
             return Ok(Exit::User);
         }
     };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let load = |text: &str| {
-        warden_lang::load(
-            &warden_lang::SourceFile::new(path.display().to_string(), text.to_string()),
-            &project::FsLoader { dir: dir.clone() },
-        )
-    };
+    let load = |text: &str| project::load_text(path, text);
     let mut rule = rule;
     let mut check = load(&edited);
     let mut edited = edited;

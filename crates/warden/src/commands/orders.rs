@@ -250,15 +250,7 @@ pub fn set(out: &Out, path: &Path, name: &str, autonomy: Autonomy) -> anyhow::Re
             return Ok(Exit::User);
         }
     };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let check = warden_lang::load(
-        &warden_lang::SourceFile::new(path.display().to_string(), edited.clone()),
-        &project::FsLoader { dir },
-    );
+    let check = project::load_text(path, &edited);
     if check.model.is_none() {
         project::report(out, &check.diagnostics);
         eprintln!(

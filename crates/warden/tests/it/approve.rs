@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 const IMAGE: &str = "image \"bb\" {\n    from-host \"/bin/busybox\"\n}\n";
 
 /// `warden run FILE` in a private mount namespace whose `/etc/hosts` maps
-/// `upstream.test` to 127.0.0.2 (nothing listens there: only refusals matter here).
-fn run_once(env: &Env, file: &Path) -> (i32, String, String) {
+/// `upstream.test` to 127.0.0.2.
+fn with_hosts(env: &Env, file: &Path) -> Command {
     let hosts = env.dir.path().join("hosts");
     std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.2 upstream.test\n").unwrap();
     let script = format!(
@@ -24,10 +24,16 @@ fn run_once(env: &Env, file: &Path) -> (i32, String, String) {
         .get_envs()
         .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned())))
         .collect();
-    run(Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c", &script])
         .envs(envs)
-        .stdin(Stdio::null()))
+        .stdin(Stdio::null());
+    c
+}
+
+/// One run (nothing needs to answer at 127.0.0.2: only refusals matter).
+fn run_once(env: &Env, file: &Path) -> (i32, String, String) {
+    run(&mut with_hosts(env, file))
 }
 
 fn pending(env: &Env, file: &Path) -> Vec<serde_json::Value> {
@@ -281,23 +287,7 @@ fn grant_and_revoke_are_one_line_each_and_a_running_sandbox_follows_within_a_sec
         "{IMAGE}\nstanding-orders {{\n    order \"deploy\" bounds=\"Staging first.\" autonomy=\"ask\" // a human first\n}}\n\nsandbox \"net\" {{\n    image \"bb\"\n    command \"/bin/busybox\" \"sh\" \"-c\" {script:?}\n    egress {{\n        allow \"127.0.0.2\" port={port}\n        allow \"upstream.test\" port={port} order=\"deploy\"\n    }}\n}}\n"
     );
     std::fs::write(&file, &text).unwrap();
-    let hosts = env.dir.path().join("hosts");
-    std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.2 upstream.test\n").unwrap();
-    let script = format!(
-        "mount --bind {} /etc/hosts && exec {} run {}",
-        hosts.display(),
-        env!("CARGO_BIN_EXE_warden"),
-        file.display()
-    );
-    let cmd = env.cmd();
-    let envs: Vec<_> = cmd
-        .get_envs()
-        .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned())))
-        .collect();
-    let mut child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .envs(envs)
-        .stdin(Stdio::null())
+    let mut child = with_hosts(&env, &file)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
