@@ -30,14 +30,7 @@ pub fn insert_egress_rule(
 ) -> Result<String, String> {
     let mut doc = KdlDocument::parse_v2(text).map_err(|_| "the file does not parse".to_string())?;
     let rule_node = KdlNode::parse(rule).map_err(|_| format!("`{rule}` is not a KDL node"))?;
-    let sb = doc
-        .nodes_mut()
-        .iter_mut()
-        .find(|n| {
-            n.name().value() == "sandbox"
-                && n.entries().first().and_then(|e| e.value().as_string()) == Some(sandbox)
-        })
-        .ok_or_else(|| format!("sandbox `{sandbox}` is not declared in this file (a layout may declare it; add the rule there)"))?;
+    let sb = sandbox_mut(&mut doc, sandbox)?;
     let sb_indent = indent_of(sb);
     let children = sb.ensure_children();
     let child_indent = children
@@ -67,6 +60,17 @@ pub fn insert_egress_rule(
     Ok(doc.to_string())
 }
 
+/// The `sandbox NAME` node of the file.
+fn sandbox_mut<'d>(doc: &'d mut KdlDocument, sandbox: &str) -> Result<&'d mut KdlNode, String> {
+    doc.nodes_mut()
+        .iter_mut()
+        .find(|n| {
+            n.name().value() == "sandbox"
+                && n.entries().first().and_then(|e| e.value().as_string()) == Some(sandbox)
+        })
+        .ok_or_else(|| format!("sandbox `{sandbox}` is not declared in this file (a layout may declare it; change it there)"))
+}
+
 /// Inserts `node` into `block`'s children, indented like its siblings: first, or after
 /// the last child that `kin` accepts (first when there is none).
 fn insert_child(
@@ -90,7 +94,7 @@ fn insert_child(
         Place::Last => children
             .nodes()
             .iter()
-            .rposition(|n| kin(n))
+            .rposition(&kin)
             .map(|i| i + 1)
             .unwrap_or(0),
     };
@@ -110,14 +114,7 @@ pub fn approve_order_rule(
     reason: &str,
 ) -> Result<String, String> {
     let mut doc = KdlDocument::parse_v2(text).map_err(|_| "the file does not parse".to_string())?;
-    let sb = doc
-        .nodes_mut()
-        .iter_mut()
-        .find(|n| {
-            n.name().value() == "sandbox"
-                && n.entries().first().and_then(|e| e.value().as_string()) == Some(sandbox)
-        })
-        .ok_or_else(|| format!("sandbox `{sandbox}` is not declared in this file"))?;
+    let sb = sandbox_mut(&mut doc, sandbox)?;
     let rule = sb
         .children_mut()
         .as_mut()
