@@ -12,6 +12,7 @@ pub mod fmt;
 mod load;
 pub mod model;
 mod read;
+mod source;
 mod validate;
 pub mod values;
 
@@ -19,6 +20,7 @@ pub use decode::{Url, parse_url};
 pub use diag::{Diagnostic, Loc, SourceFile, render};
 pub use load::{BUILTIN_LAYOUTS, Loader, NoFiles, join, parent};
 pub use model::Model;
+pub use source::{MAX_BYTES, MAX_NESTING, admit};
 
 /// The result of loading a file: the model when there were no errors, and every
 /// diagnostic (warnings included) in file order.
