@@ -75,12 +75,9 @@ pub fn approve(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
         a.port,
         quote(&format!("approved {} ({})", date(now()), a.id))
     );
-    let src = match project::read_source(path) {
+    let src = match project::read(out, path) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(Exit::User);
-        }
+        Err(e) => return Ok(e),
     };
     let edited = match warden_lang::edit::add_egress_rule(&src.text, &a.sandbox, &rule) {
         Ok(t) => t,

@@ -3,6 +3,7 @@
 mod apply;
 mod egress;
 mod lang;
+mod limits;
 mod runtime;
 
 use std::path::{Path, PathBuf};
