@@ -151,7 +151,11 @@ pub(crate) fn decode(
     // Every declared name, valid declaration or not: a reference to a declaration with
     // problems of its own is not a problem of the reference.
     let names = Names {
-        images: merged.images.iter().filter_map(|(n, _)| first_str(n)).collect(),
+        images: merged
+            .images
+            .iter()
+            .filter_map(|(n, _)| first_str(n))
+            .collect(),
         providers: merged.providers.iter().filter_map(first_str).collect(),
         orders: order_names.into_iter().map(|(n, _)| n).collect(),
         tenant_of,

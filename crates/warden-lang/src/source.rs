@@ -44,7 +44,10 @@ pub fn admit(name: impl Into<String>, bytes: Vec<u8>) -> Result<SourceFile, Box<
                 file.diag(
                     "warden::syntax::utf8",
                     SourceSpan::new(at.into(), '\u{fffd}'.len_utf8()),
-                    format!("file is not UTF-8: byte `0x{:02X}` is not valid here", bytes[at]),
+                    format!(
+                        "file is not UTF-8: byte `0x{:02X}` is not valid here",
+                        bytes[at]
+                    ),
                     "invalid UTF-8",
                 )
                 .help("warden files are UTF-8 text; save the file as UTF-8"),

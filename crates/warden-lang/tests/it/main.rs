@@ -117,9 +117,7 @@ fn every_problem_of_an_egress_rule_at_once() {
     );
     // Nor a bad method or path of an `http` rule.
     assert_eq!(
-        located(&rule(
-            "http \"a b\" port=0 methods=\"FETCH\" paths=\"x\""
-        )),
+        located(&rule("http \"a b\" port=0 methods=\"FETCH\" paths=\"x\"")),
         vec![
             ("warden::egress::host", 8, 14),
             ("warden::egress::port", 8, 20),
