@@ -36,7 +36,17 @@ pub fn load(file: &SourceFile, loader: &dyn Loader) -> Loaded {
     let model =
         load::load(file, loader, &mut cx).map(|l| decode::decode(&l.files, l.layouts, &mut cx));
     let mut diagnostics = cx.diags;
-    diagnostics.sort_by(|a, b| a.loc.cmp(&b.loc));
+    // File order; on one line, an invalid name first: it explains the messages on the
+    // same node that repeat the name (`sandbox `…` has no command`).
+    let rank = |d: &Diagnostic| u8::from(d.code != "warden::syntax::name");
+    diagnostics.sort_by(|a, b| {
+        (&a.loc.file, a.loc.line, rank(a), a.loc.column).cmp(&(
+            &b.loc.file,
+            b.loc.line,
+            rank(b),
+            b.loc.column,
+        ))
+    });
     let ok = !diagnostics.iter().any(Diagnostic::is_error);
     Loaded {
         model: if ok { model } else { None },
