@@ -268,6 +268,70 @@ fn deep_files_are_refused_with_their_depth() {
     );
 }
 
+/// Shapes that drove kdl's parser one stack frame per piece (errors, chained `/-`,
+/// pieces of a comment) or to collect millions of errors: each ends in exit 1, bounded.
+#[test]
+fn syntax_bombs_are_bounded() {
+    let syntax = Problem::Syntax;
+    let cases: Vec<(&str, Vec<u8>, Problem, &str, (u32, u32))> = vec![
+        (
+            "closers.kdl",
+            "}\n".repeat(100_000).into_bytes(),
+            syntax,
+            "Expected end of document",
+            (1, 1),
+        ),
+        (
+            "errors.kdl",
+            "};".repeat(2_000_000).into_bytes(),
+            syntax,
+            "Expected end of document",
+            (1, 1),
+        ),
+        (
+            "inner-errors.kdl",
+            format!("a {{\n{}}}\n", "b =\n".repeat(100_000)).into_bytes(),
+            syntax,
+            "No closing '}' for child block",
+            (1, 3),
+        ),
+        (
+            "slashdashes.kdl",
+            format!("{}a", "/- ".repeat(100_000)).into_bytes(),
+            syntax,
+            "Found invalid node name",
+            (1, 4),
+        ),
+        (
+            "comment.kdl",
+            format!("/*{} */\nsandbx", " * /".repeat(100_000)).into_bytes(),
+            Problem::Meaning,
+            "unknown top-level node `sandbx`",
+            (2, 1),
+        ),
+        (
+            "braces-after-strings.kdl",
+            "a \"}\" {\n".repeat(100_000).into_bytes(),
+            syntax,
+            "blocks nest more than 64 deep",
+            (65, 7),
+        ),
+    ];
+    for (name, bytes, problem, msg, at) in cases {
+        refused_everywhere(name, &bytes, problem, msg, Some(at));
+    }
+    // The slashdash chain meets the parser's own nesting bound.
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("slashdashes.kdl");
+    std::fs::write(&file, format!("{}a", "/- ".repeat(100_000))).unwrap();
+    let o = drive(&["check".to_string()], &file, d.path());
+    assert!(
+        o.stderr.contains("Nesting deeper than 256 levels"),
+        "{}",
+        tail(&o.stderr)
+    );
+}
+
 #[test]
 fn wide_files_are_bounded() {
     // 100,000 sibling rules in one sandbox: valid, so every command goes all the way.
