@@ -47,6 +47,8 @@ fn commands(scratch: &Path) -> Vec<Vec<String>> {
 /// this child alone).
 fn drive(args: &[String], file: &Path, scratch: &Path) -> Outcome {
     let start = Instant::now();
+    // Reaped by wait4 below, which also reads its resource usage.
+    #[allow(clippy::zombie_processes)]
     let mut child = warden()
         .args(args)
         .arg(file)
@@ -143,6 +145,44 @@ fn tail(s: &str) -> &str {
         at += 1;
     }
     &s[at..]
+}
+
+/// An input, what is wrong with it, and what every command says about it: the message
+/// and where (line, column) the first diagnostic points.
+struct Case {
+    name: &'static str,
+    bytes: Vec<u8>,
+    problem: Problem,
+    message: &'static str,
+    at: (u32, u32),
+}
+
+impl Case {
+    fn new(
+        name: &'static str,
+        bytes: impl Into<Vec<u8>>,
+        problem: Problem,
+        message: &'static str,
+        at: (u32, u32),
+    ) -> Case {
+        Case {
+            name,
+            bytes: bytes.into(),
+            problem,
+            message,
+            at,
+        }
+    }
+
+    fn refused_everywhere(&self) {
+        refused_everywhere(
+            self.name,
+            &self.bytes,
+            self.problem,
+            self.message,
+            Some(self.at),
+        );
+    }
 }
 
 /// What is wrong with an input, and so which commands refuse it.
@@ -273,52 +313,52 @@ fn deep_files_are_refused_with_their_depth() {
 #[test]
 fn syntax_bombs_are_bounded() {
     let syntax = Problem::Syntax;
-    let cases: Vec<(&str, Vec<u8>, Problem, &str, (u32, u32))> = vec![
-        (
+    let cases = [
+        Case::new(
             "closers.kdl",
-            "}\n".repeat(100_000).into_bytes(),
+            "}\n".repeat(100_000),
             syntax,
             "Expected end of document",
             (1, 1),
         ),
-        (
+        Case::new(
             "errors.kdl",
-            "};".repeat(2_000_000).into_bytes(),
+            "};".repeat(2_000_000),
             syntax,
             "Expected end of document",
             (1, 1),
         ),
-        (
+        Case::new(
             "inner-errors.kdl",
-            format!("a {{\n{}}}\n", "b =\n".repeat(100_000)).into_bytes(),
+            format!("a {{\n{}}}\n", "b =\n".repeat(100_000)),
             syntax,
             "No closing '}' for child block",
             (1, 3),
         ),
-        (
+        Case::new(
             "slashdashes.kdl",
-            format!("{}a", "/- ".repeat(100_000)).into_bytes(),
+            format!("{}a", "/- ".repeat(100_000)),
             syntax,
             "Found invalid node name",
             (1, 4),
         ),
-        (
+        Case::new(
             "comment.kdl",
-            format!("/*{} */\nsandbx", " * /".repeat(100_000)).into_bytes(),
+            format!("/*{} */\nsandbx", " * /".repeat(100_000)),
             Problem::Meaning,
             "unknown top-level node `sandbx`",
             (2, 1),
         ),
-        (
+        Case::new(
             "braces-after-strings.kdl",
-            "a \"}\" {\n".repeat(100_000).into_bytes(),
+            "a \"}\" {\n".repeat(100_000),
             syntax,
             "blocks nest more than 64 deep",
             (65, 7),
         ),
     ];
-    for (name, bytes, problem, msg, at) in cases {
-        refused_everywhere(name, &bytes, problem, msg, Some(at));
+    for case in cases {
+        case.refused_everywhere();
     }
     // The slashdash chain meets the parser's own nesting bound.
     let d = tempfile::tempdir().unwrap();
@@ -416,39 +456,44 @@ fn huge_files_are_refused_without_echoing_them() {
 
 #[test]
 fn invalid_utf8_is_refused_with_line_and_column() {
-    let cases: [(&str, &[u8], &str, (u32, u32)); 5] = [
-        (
+    let cases = [
+        Case::new(
             "continuation.kdl",
             b"image \"i\" {\n    from-host \"/bin/\x80sh\"\n}\n",
+            Problem::Syntax,
             "byte `0x80` is not valid here",
             (2, 21),
         ),
-        (
+        Case::new(
             "overlong.kdl",
             b"// caf\xc3\xa9\nimage \"\xc0\xaf\"\n",
+            Problem::Syntax,
             "byte `0xC0` is not valid here",
             (2, 8),
         ),
-        (
+        Case::new(
             "surrogate.kdl",
             b"image \"i\"\n\n   \xed\xa0\x80\n",
+            Problem::Syntax,
             "byte `0xED` is not valid here",
             (3, 4),
         ),
-        (
+        Case::new(
             "nul.kdl",
             b"image \"i\" {\n    from-host \"/bin/sh\0\"\n}\n",
+            Problem::Syntax,
             "file contains a NUL byte",
             (2, 23),
         ),
-        (
+        Case::new(
             "random.kdl",
-            &[0x6a, 0x0a, 0x7b, 0xff, 0x01, 0x9c, 0x00, 0xfe],
+            [0x6a, 0x0a, 0x7b, 0xff, 0x01, 0x9c, 0x00, 0xfe],
+            Problem::Syntax,
             "byte `0xFF` is not valid here",
             (2, 2),
         ),
     ];
-    for (name, bytes, msg, at) in cases {
-        refused_everywhere(name, bytes, Problem::Syntax, msg, Some(at));
+    for case in cases {
+        case.refused_everywhere();
     }
 }
