@@ -558,8 +558,11 @@ fn env(cx: &mut Cx, n: &N<'_>) -> Option<(String, String)> {
     let (Some(key), Some(value)) = (args.next(), args.next()) else {
         return None;
     };
-    let k = want_str(cx, n, key, "an environment variable name")?;
-    let v = want_str(cx, n, value, "an environment variable value")?;
+    let k = want_str(cx, n, key, "an environment variable name");
+    let v = want_str(cx, n, value, "an environment variable value");
+    let (Some(k), Some(v)) = (k, v) else {
+        return None;
+    };
     let valid = !k.is_empty()
         && !k.as_bytes()[0].is_ascii_digit()
         && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -587,8 +590,10 @@ fn env(cx: &mut Cx, n: &N<'_>) -> Option<(String, String)> {
 fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
     n.check_props(cx, &["api", "endpoint", "key-env"]);
     n.no_children(cx);
-    let (name, span) = name_arg(cx, n, "a provider name")?;
-    check_name(cx, n, &name, span);
+    let name = name_arg(cx, n, "a provider name");
+    if let Some((name, span)) = &name {
+        check_name(cx, n, name, *span);
+    }
     let api = req_str(
         cx,
         n,
@@ -635,7 +640,7 @@ fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
     });
     let key_env = str_prop(cx, n, "key-env").map(|k| k.0);
     Some(Provider {
-        name,
+        name: name?.0,
         loc: n.loc(),
         api: api?,
         endpoint: endpoint?,
@@ -646,8 +651,10 @@ fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
 fn order(cx: &mut Cx, n: &N<'_>) -> Option<Order> {
     n.check_props(cx, &["bounds", "override", "autonomy"]);
     n.no_children(cx);
-    let (name, span) = name_arg(cx, n, "an order name")?;
-    check_name(cx, n, &name, span);
+    let name = name_arg(cx, n, "an order name");
+    if let Some((name, span)) = &name {
+        check_name(cx, n, name, *span);
+    }
     let bounds = req_str(
         cx,
         n,
@@ -674,7 +681,7 @@ fn order(cx: &mut Cx, n: &N<'_>) -> Option<Order> {
         },
     };
     Some(Order {
-        name,
+        name: name?.0,
         loc: n.loc(),
         bounds: bounds?.0,
         override_,
@@ -685,18 +692,24 @@ fn order(cx: &mut Cx, n: &N<'_>) -> Option<Order> {
 fn order_test(cx: &mut Cx, n: &N<'_>) -> Option<OrderTest> {
     n.check_props(cx, &["expect"]);
     n.no_children(cx);
-    let (order, _) = name_arg(cx, n, "the order (action) to test")?;
-    let expect = req_str(cx, n, "expect", "expect=\"auto\", \"ask\" or \"never\"")?;
-    let Some(e) = Autonomy::parse(&expect.0) else {
-        cx.push(
-            n.diag(
-                "warden::test::expect",
-                expect.1,
-                format!("unknown expectation `{}`", expect.0),
-                "not an autonomy",
-            )
-            .help("`auto`, `ask` or `never`"),
-        );
+    let order = name_arg(cx, n, "the order (action) to test");
+    let expect = req_str(cx, n, "expect", "expect=\"auto\", \"ask\" or \"never\"");
+    let expect = expect.and_then(|(x, sp)| {
+        let e = Autonomy::parse(&x);
+        if e.is_none() {
+            cx.push(
+                n.diag(
+                    "warden::test::expect",
+                    sp,
+                    format!("unknown expectation `{x}`"),
+                    "not an autonomy",
+                )
+                .help("`auto`, `ask` or `never`"),
+            );
+        }
+        e
+    });
+    let (Some((order, _)), Some(e)) = (order, expect) else {
         return None;
     };
     Some(OrderTest {
@@ -1584,15 +1597,18 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                 c.check_props(cx, &["expect", "method"]);
                 c.no_children(cx);
                 let url = name_arg(cx, &c, "a URL such as \"https://api.github.com/repos\"");
-                if let Some((u, sp)) = &url
-                    && let Err(e) = parse_url(u)
-                {
-                    cx.push(
-                        c.diag("warden::test::url", *sp, e, "not a URL")
-                            .help("write scheme://host[:port]/path with scheme http, https or tcp"),
-                    );
-                    continue;
-                }
+                let url = match url {
+                    Some((u, sp)) => match parse_url(&u) {
+                        Ok(_) => Some((u, sp)),
+                        Err(e) => {
+                            cx.push(c.diag("warden::test::url", sp, e, "not a URL").help(
+                                "write scheme://host[:port]/path with scheme http, https or tcp",
+                            ));
+                            None
+                        }
+                    },
+                    None => None,
+                };
                 let expect = req_str(cx, &c, "expect", "expect=\"allow\", \"deny\" or \"ask\"");
                 let expect = expect.and_then(|(e, sp)| match e.as_str() {
                     "allow" => Some(Expect::Allow),

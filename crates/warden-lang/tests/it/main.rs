@@ -133,6 +133,38 @@ fn every_problem_of_an_egress_rule_at_once() {
 }
 
 #[test]
+fn a_missing_name_or_bad_first_value_hides_nothing_else() {
+    // A provider without a name still has its API checked; an order without a name its
+    // autonomy.
+    assert_eq!(
+        located(
+            "provider api=\"grpc\" endpoint=\"https://x.example\"\nstanding-orders {\n    order autonomy=\"maybe\"\n}\n"
+        ),
+        vec![
+            ("warden::syntax::missing-argument", 1, 1),
+            ("warden::provider::api", 1, 10),
+            ("warden::syntax::missing-argument", 3, 5),
+            ("warden::syntax::missing-property", 3, 5),
+            ("warden::orders::autonomy", 3, 11),
+        ]
+    );
+    // An inline test with a bad URL still has its expectation checked; an order test
+    // without an action its expectation too; an env with two non-strings both.
+    let file = "image \"i\" {\n    from-host \"/bin/sh\"\n    env 1 2\n}\nsandbox \"s\" {\n    image \"i\"\n    command \"/bin/sh\"\n    egress {\n        test \"nope\" expect=\"maybe\"\n    }\n}\nstanding-orders {\n    test expect=\"sometimes\"\n}\n";
+    assert_eq!(
+        located(file),
+        vec![
+            ("warden::syntax::type", 3, 9),
+            ("warden::syntax::type", 3, 11),
+            ("warden::test::url", 9, 14),
+            ("warden::test::expect", 9, 21),
+            ("warden::syntax::missing-argument", 13, 5),
+            ("warden::test::expect", 13, 10),
+        ]
+    );
+}
+
+#[test]
 fn a_duplicate_order_is_reported_whatever_else_is_wrong() {
     let orders = "standing-orders {\n    order \"deploy\" autonomy=\"ask\"\n    order \"deploy\" bounds=\"x\"\n}\n";
     assert_eq!(
