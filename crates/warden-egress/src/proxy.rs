@@ -273,8 +273,19 @@ pub(crate) async fn handle(state: Arc<ProxyState>, mut client: TcpStream) {
     out.ev.bytes_down = act.down.load(Ordering::Relaxed);
     out.ev.duration_ms = out.start.elapsed().as_millis() as u64;
     state.recorder.send(out.ev);
-    if let Some(rest) = linger {
-        drain(rest, None).await;
+    if let Some((rest, mut bytes)) = linger {
+        // Requests the client sent after this one are not served (one request per
+        // connection); each gets an audit line.
+        let first = head::pipelined_after(&bytes, None);
+        audit_unserved(&state, &policy.sandbox, &first);
+        bytes.truncate(MAX_AFTER);
+        drain(rest, Some(&mut bytes)).await;
+        let all = head::pipelined_after(&bytes, None);
+        audit_unserved(
+            &state,
+            &policy.sandbox,
+            all.get(first.len()..).unwrap_or_default(),
+        );
     }
 }
 
@@ -392,7 +403,7 @@ const MAX_AFTER: usize = 64 * 1024;
 /// Answer a refusal, half-close, and drain what the client still sends for a moment (so
 /// that closing does not reset the connection before it has read the answer). Requests
 /// pipelined after the refused one are not served (the answer said `connection: close`);
-/// each is audited as such, with the host and port it named.
+/// each is audited as such, with the host and port it named (as after a served one).
 async fn refuse_then(
     state: &ProxyState,
     mut client: TcpStream,
@@ -411,28 +422,31 @@ async fn refuse_then(
     // drains, after.
     let first = head::pipelined_after(&after.bytes, after.framing);
     let seen = first.len();
-    audit_unserved(state, out, &first);
+    audit_unserved(state, &out.ev.sandbox, &first);
     after.bytes.truncate(MAX_AFTER);
     drain(client, Some(&mut after.bytes)).await;
     if seen < head::MAX_PIPELINED {
         let all = head::pipelined_after(&after.bytes, after.framing);
-        audit_unserved(state, out, all.get(seen..).unwrap_or_default());
+        audit_unserved(state, &out.ev.sandbox, all.get(seen..).unwrap_or_default());
     }
 }
 
-fn audit_unserved(state: &ProxyState, out: &Outcome, heads: &[head::RequestHead]) {
+/// The audit reason of a request pipelined after another: not served.
+const UNSERVED: &str = "pipelined: not served, the proxy answers one request per connection";
+
+fn audit_unserved(state: &ProxyState, sandbox: &str, heads: &[head::RequestHead]) {
     for h in heads {
         let (host, port) = head::destination_named(h);
         let connect = h.method == "CONNECT";
         state.recorder.send(AuditEvent {
             ts_ms: unix_ms(),
-            sandbox: out.ev.sandbox.clone(),
+            sandbox: sandbox.to_string(),
             kind: if connect { "connect" } else { "http" }.into(),
             host,
             port,
             method: (!connect).then(|| h.method.clone()),
             decision: "deny".into(),
-            reason: Some("pipelined after a refused request: not served, connection closed".into()),
+            reason: Some(UNSERVED.into()),
             ..AuditEvent::default()
         });
     }
@@ -478,13 +492,14 @@ enum ResponseEnd {
 /// its framing; nothing the client sends after it is forwarded, and the connection
 /// closes after the response (`Connection: close` both ways), so every request the
 /// origin sees was checked. After a complete exchange the client's read half is left in
-/// `linger`, to be drained before it is closed (the answer is already shut down).
+/// `linger` with the bytes read past the request, to be drained before it is closed
+/// (the answer is already shut down).
 async fn forward_http(
     job: Forward<'_>,
     client: TcpStream,
     leftover: Vec<u8>,
     mut upstream: TcpStream,
-    linger: &mut Option<OwnedReadHalf>,
+    linger: &mut Option<(OwnedReadHalf, Vec<u8>)>,
 ) -> Result<u16, Refusal> {
     let act = job.act;
     upstream
@@ -509,7 +524,7 @@ async fn forward_http(
     };
     match end {
         ResponseEnd::Done(status) => {
-            *linger = sent.map(|(cr, _, _)| cr);
+            *linger = sent.map(|(cr, _, rest)| (cr, rest));
             Ok(status)
         }
         ResponseEnd::Upgraded(ur, cw) => {

@@ -113,6 +113,30 @@ async fn chunked_body_is_forwarded_and_a_pipelined_request_is_not() {
         seen[0]
     );
     assert!(!seen[0].contains("/admin"));
+    // The request after it was not served, and the audit says so.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let audit = loop {
+        flush(&rig.state).await;
+        let audit = audit_lines(rig.dir.path());
+        if audit.len() >= 2 || Instant::now() > deadline {
+            break audit;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!(audit[0]["decision"], "allow");
+    assert_eq!(
+        (&audit[1]["host"], &audit[1]["port"], &audit[1]["method"]),
+        (
+            &serde_json::json!("allowed.test"),
+            &serde_json::json!(80),
+            &serde_json::json!("GET")
+        )
+    );
+    assert_eq!(
+        audit[1]["reason"],
+        "pipelined: not served, the proxy answers one request per connection"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -898,7 +922,7 @@ async fn requests_pipelined_after_a_refused_one_are_audited_with_their_destinati
             )
         })
         .collect();
-    let unserved = "pipelined after a refused request: not served, connection closed";
+    let unserved = "pipelined: not served, the proxy answers one request per connection";
     let http = Some(u64::from(http));
     assert_eq!(
         seen,
