@@ -8,9 +8,9 @@ use std::sync::Arc;
 /// Longest label shown; a longer span (a 200 KB string) is underlined at its start.
 const MAX_LABEL_BYTES: usize = 80;
 /// Lines longer than this are shown as a window around the label, not whole.
-const MAX_LINE_BYTES: usize = 240;
+const MAX_LINE_BYTES: usize = 160;
 /// Bytes of context either side of a label in a window.
-const WINDOW_CONTEXT: usize = 60;
+const WINDOW_CONTEXT: usize = 40;
 /// Longest literal (text in backticks) repeated in a message; longer ones are cut.
 const MAX_LITERAL_CHARS: usize = 60;
 /// Longest message, label or help kept whole.

@@ -394,6 +394,21 @@ fn wide_files_are_bounded() {
         assert_eq!(o.code, Ok(expect), "{what}\n{}", tail(&o.stderr));
     }
 
+    // Mistakes on long lines, eight a line: 50 shown with their snippets stay bounded.
+    let props: Vec<String> = (0..5)
+        .map(|i| format!("k{i}=\"{}\"", "v".repeat(10)))
+        .collect();
+    let lines: String = (0..10_000)
+        .map(|i| format!("sandbox \"{}{i:06}\" {}\n", "X".repeat(56), props.join(" ")))
+        .collect();
+    refused_everywhere(
+        "long-lines.kdl",
+        lines.as_bytes(),
+        Problem::Meaning,
+        "error: 80000 errors found (the first 50 shown)",
+        Some((1, 9)),
+    );
+
     // 100,000 sibling mistakes: the first 50 are shown, the rest counted.
     let bad = "sandbx \"s\"\n".repeat(100_000);
     refused_everywhere(
