@@ -512,3 +512,39 @@ fn invalid_utf8_is_refused_with_line_and_column() {
         case.refused_everywhere();
     }
 }
+
+#[test]
+fn a_layout_passes_the_same_limits() {
+    let d = tempfile::tempdir().unwrap();
+    let main = d.path().join("warden.kdl");
+    std::fs::write(&main, "layout \"./base.kdl\"\n").unwrap();
+    let base = d.path().join("base.kdl");
+    // Not UTF-8: the include names the layout's line and column.
+    std::fs::write(&base, b"defaults {\n  \xff\n}\n").unwrap();
+    for (what, o) in every_command(&main, d.path()) {
+        // `fmt` lays out the main file alone.
+        if what.contains(" fmt ") {
+            continue;
+        }
+        assert_eq!(o.code, Ok(1), "{what}");
+        if !what.contains("--json") {
+            assert!(
+                o.stderr.contains(
+                    "base.kdl` line 2, column 3: file is not UTF-8: byte `0xFF` is not valid here"
+                ),
+                "{what}\n{}",
+                o.stderr
+            );
+        }
+    }
+    // Too deep: the layout's own location.
+    std::fs::write(&base, "a {".repeat(1_500)).unwrap();
+    let o = drive(&["check".to_string()], &main, d.path());
+    assert_eq!(o.code, Ok(1));
+    assert!(
+        o.stderr.contains("blocks nest more than 64 deep"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("[./base.kdl:1:195]"), "{}", o.stderr);
+}
