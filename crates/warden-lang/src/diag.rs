@@ -218,12 +218,12 @@ impl miette::Diagnostic for Diagnostic {
         let text = &self.source.text;
         let start = self.span.offset().min(text.len());
         let mut end = (start + self.span.len().min(MAX_LABEL_BYTES)).min(text.len());
-        while !text.is_char_boundary(end) {
+        while end > start && !text.is_char_boundary(end) {
             end -= 1;
         }
         Some(Box::new(std::iter::once(LabeledSpan::new_with_span(
             Some(self.label.clone()),
-            SourceSpan::new(start.into(), end - start),
+            SourceSpan::new(start.into(), end.saturating_sub(start)),
         ))))
     }
 }
