@@ -12,6 +12,10 @@ pub const MAX_BYTES: usize = 4 << 20;
 /// Deeper nesting than any real file needs; refused before parsing so that hostile
 /// input cannot exhaust the parser's stack.
 pub const MAX_NESTING: usize = 64;
+/// More words (runs of bytes between spaces, newlines and `;`) than any real file has: a
+/// file of 1,000 sandboxes has about 60,000. The parsed tree costs about a kilobyte per
+/// name or value, so 4 MiB of `a 1 1 1 ...` would take gigabytes; refused before parsing.
+pub const MAX_WORDS: usize = 250_000;
 
 /// A file's bytes as a [`SourceFile`], or the diagnostic that refuses them: larger than
 /// [`MAX_BYTES`], not UTF-8 (pointing at the first invalid byte), or holding a NUL byte.
@@ -94,16 +98,44 @@ pub(crate) fn limits(file: &FileCx) -> Option<Diagnostic> {
     if let Some(d) = nul(file) {
         return Some(d);
     }
-    let at = too_deep(&file.file.text)?;
+    if let Some(at) = too_deep(&file.file.text) {
+        return Some(
+            file.diag(
+                "warden::syntax::depth",
+                SourceSpan::new(at.into(), 1),
+                format!("blocks nest more than {MAX_NESTING} deep"),
+                "too deep",
+            )
+            .help("warden files nest a few levels at most"),
+        );
+    }
+    let at = too_many_words(&file.file.text)?;
     Some(
         file.diag(
-            "warden::syntax::depth",
+            "warden::syntax::size",
             SourceSpan::new(at.into(), 1),
-            format!("blocks nest more than {MAX_NESTING} deep"),
-            "too deep",
+            format!("file has more than {MAX_WORDS} words"),
+            "too many",
         )
-        .help("warden files nest a few levels at most"),
+        .help("split it into layouts"),
     )
+}
+
+/// The offset of the word past [`MAX_WORDS`].
+fn too_many_words(text: &str) -> Option<usize> {
+    let mut words = 0usize;
+    let mut gap = true;
+    for (i, b) in text.bytes().enumerate() {
+        let space = matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b';');
+        if gap && !space {
+            words += 1;
+            if words > MAX_WORDS {
+                return Some(i);
+            }
+        }
+        gap = space;
+    }
+    None
 }
 
 /// The offset where nesting first exceeds [`MAX_NESTING`], skipping quoted strings and
@@ -223,6 +255,18 @@ mod tests {
         let d = limits(&FileCx::new(SourceFile::new("w.kdl", comments))).unwrap();
         assert_eq!((d.code, d.loc.column), ("warden::syntax::depth", 129));
         let ok = "a {".repeat(MAX_NESTING) + &"}".repeat(MAX_NESTING);
+        assert!(limits(&FileCx::new(SourceFile::new("w.kdl", ok))).is_none());
+        let words = "a 1 2;".repeat(MAX_WORDS / 3) + "b c";
+        let d = limits(&FileCx::new(SourceFile::new("w.kdl", words))).unwrap();
+        assert_eq!(
+            (d.code, d.message.as_str(), d.loc.column as usize),
+            (
+                "warden::syntax::size",
+                "file has more than 250000 words",
+                MAX_WORDS / 3 * 6 + 3
+            )
+        );
+        let ok = "a 1 2;".repeat(MAX_WORDS / 3) + "b";
         assert!(limits(&FileCx::new(SourceFile::new("w.kdl", ok))).is_none());
     }
 }
