@@ -8,15 +8,48 @@ use crate::ui::Out;
 use std::path::Path;
 use warden_egress::Approval;
 
+/// What waits for a human: the records a sandbox's proxy left pending that the current
+/// file still refuses. One the file allows now (a rule written by hand, a proxy that has
+/// not reloaded yet) is not listed; an approved one whose rule was removed is listed
+/// again once the proxy refuses it again (and marks it pending).
 fn pending(p: &Project) -> Vec<Approval> {
+    let compiled = warden_compile::compile(&p.model, &p.options).ok();
     let mut all: Vec<Approval> = p
         .model
         .sandboxes
         .iter()
         .flat_map(|s| warden_egress::load_approvals(&sandbox_state_dir(p, &s.name)))
+        .filter(|a| !compiled.as_ref().is_some_and(|c| allowed_now(c, a)))
         .collect();
     all.sort_by(|a, b| (a.first_seen, &a.id).cmp(&(b.first_seen, &b.id)));
     all
+}
+
+/// Whether the file's policy for the record's sandbox allows its destination now.
+fn allowed_now(c: &warden_compile::Compiled, a: &Approval) -> bool {
+    let Some(policy) = c
+        .sandboxes
+        .iter()
+        .find(|s| s.name == a.sandbox)
+        .and_then(|s| s.plan.egress.as_ref())
+    else {
+        return false;
+    };
+    let Ok(host) = warden_wire::egress::normalize_host(&a.host) else {
+        return false;
+    };
+    // A plain-HTTP record's path is in its sample: `GET http://host:port/path`.
+    let origin = format!("http://{}:{}", a.host, a.port);
+    let path = a
+        .sample
+        .split_once(&origin)
+        .map_or("/", |(_, p)| if p.is_empty() { "/" } else { p });
+    let verdict = policy.decide(&warden_wire::egress::Request {
+        host: &host,
+        port: a.port,
+        http: a.method.as_deref().map(|m| (m, path)),
+    });
+    matches!(verdict, warden_wire::egress::Verdict::Allow { .. })
 }
 
 pub fn list(out: &Out, path: &Path) -> anyhow::Result<Exit> {
@@ -91,12 +124,9 @@ pub fn approve(out: &Out, path: &Path, id: &str, always: bool) -> anyhow::Result
             quote(&reason)
         ),
     };
-    let src = match project::read_source(path) {
+    let src = match project::read(out, path) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(Exit::User);
-        }
+        Err(e) => return Ok(e),
     };
     // A destination held by an `ask` order: the approving rule goes first, so that it
     // decides before the order's rule (allow rules are tried in order).

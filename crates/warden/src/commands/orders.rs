@@ -226,12 +226,9 @@ pub fn set(out: &Out, path: &Path, name: &str, autonomy: Autonomy) -> anyhow::Re
         }
         return Ok(Exit::Ok);
     }
-    let src = match project::read_source(path) {
+    let src = match project::read(out, path) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(Exit::User);
-        }
+        Err(e) => return Ok(e),
     };
     let q = |s: &str| format!("{s:?}");
     let mut fallback = format!("order {} bounds={}", q(&order.name), q(&order.bounds));

@@ -5,6 +5,7 @@ mod approve;
 mod egress;
 mod examples;
 mod lang;
+mod limits;
 mod mounts;
 mod runtime;
 
