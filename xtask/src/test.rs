@@ -20,6 +20,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bsdutils", "/usr/bin/script"),
     ("perl-base", "/usr/bin/perl"),
     ("python3", "/usr/bin/python3"),
+    ("nodejs", "/usr/bin/node"),
     // The inference tests install the official Python SDKs and the agents from PyPI and
     // npm once into the build directory.
     ("python3-pip", "/usr/bin/pip3"),

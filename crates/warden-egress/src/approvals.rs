@@ -2,10 +2,12 @@
 //!
 //! One record per distinct destination (sandbox, host, port, and the method for plain
 //! HTTP; none for tunnels). The proxy keeps them in memory and writes
-//! `state_dir/approvals.json` (temp file + rename, debounced). Status only moves forward
-//! (`pending` to `denied` or `approved`); a flush adopts status changes another process
-//! made to the file, under an advisory lock, so the CLI and the proxy never lose each
-//! other's work.
+//! `state_dir/approvals.json` (temp file + rename, debounced). A record is `pending`
+//! whenever the current policy refuses its destination: an `approved` one is pending
+//! again at its next refusal (its rule was removed); only a human's `denied` stays. Each
+//! status records the count it was set at, and a flush adopts a status another process
+//! wrote to the file (under an advisory lock) unless a refusal counted since is newer,
+//! so the CLI and the proxy never lose each other's work.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -54,6 +56,9 @@ pub struct Approval {
     /// One request line that caused it, e.g. `CONNECT example.com:443`.
     pub sample: String,
     pub status: ApprovalStatus,
+    /// `count` when `status` was set: a refusal counted later is newer than the status.
+    #[serde(default)]
+    pub status_at: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -113,6 +118,7 @@ fn set_status_in_file(state_dir: &Path, id: &str, status: ApprovalStatus) -> io:
         return Ok(false);
     };
     rec.status = status;
+    rec.status_at = rec.count;
     write_file(state_dir, &map)?;
     Ok(true)
 }
@@ -165,14 +171,6 @@ fn lock(state_dir: &Path) -> io::Result<File> {
         .open(state_dir.join(LOCK_FILE))?;
     f.lock()?;
     Ok(f)
-}
-
-fn rank(s: ApprovalStatus) -> u8 {
-    match s {
-        ApprovalStatus::Pending => 0,
-        ApprovalStatus::Denied => 1,
-        ApprovalStatus::Approved => 2,
-    }
 }
 
 /// What one refusal contributes to the store.
@@ -234,10 +232,18 @@ impl ApprovalStore {
             last_seen: s.now,
             sample: s.sample.clone(),
             status: ApprovalStatus::Pending,
+            status_at: 0,
         });
         rec.count += 1;
         rec.last_seen = s.now;
         rec.reason = s.reason;
+        if rec.status == ApprovalStatus::Approved {
+            // Approved once, refused now: the rule that allowed it is gone, so a human
+            // must look again (listed at once, like a first refusal).
+            rec.status = ApprovalStatus::Pending;
+            rec.status_at = rec.count;
+            self.fresh.store(true, Ordering::Release);
+        }
         drop(map);
         self.dirty.store(true, Ordering::Release);
         Some(id)
@@ -259,6 +265,7 @@ impl ApprovalStore {
             return false;
         };
         rec.status = status;
+        rec.status_at = rec.count;
         drop(map);
         self.dirty.store(true, Ordering::Release);
         true
@@ -272,6 +279,7 @@ impl ApprovalStore {
         for rec in map.values_mut() {
             if rec.status == ApprovalStatus::Pending && allowed(rec) {
                 rec.status = ApprovalStatus::Approved;
+                rec.status_at = rec.count;
                 changed = true;
             }
         }
@@ -292,7 +300,11 @@ impl ApprovalStore {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         for (id, d) in disk {
             match map.get_mut(&id) {
-                Some(m) if rank(d.status) > rank(m.status) => m.status = d.status,
+                // Set on disk no earlier than the memory's status: the newer word.
+                Some(m) if d.status != m.status && d.status_at >= m.status_at => {
+                    m.status = d.status;
+                    m.status_at = d.status_at;
+                }
                 Some(_) => {}
                 None => {
                     map.insert(id, d);
@@ -364,6 +376,45 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn an_approved_destination_refused_again_is_pending_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ApprovalStore::open(dir.path());
+        let id = store.record(sighting("a.test", 100)).unwrap();
+        store.flush(false).unwrap();
+        assert!(store.take_fresh());
+        // `warden approve` marks it in the file; the proxy adopts that at its next flush.
+        assert!(mark_approved(dir.path(), &id).unwrap());
+        store.flush(true).unwrap();
+        assert!(load_approvals(dir.path()).is_empty());
+        assert_eq!(store.snapshot()[0].status, ApprovalStatus::Approved);
+        // The rule is removed from the file and the destination refused again: pending,
+        // written at once, and the approval still in the file does not win over it.
+        store.record(sighting("a.test", 200));
+        assert!(store.take_fresh());
+        store.flush(false).unwrap();
+        let pending = load_approvals(dir.path());
+        assert_eq!(
+            pending
+                .iter()
+                .map(|a| (a.id.as_str(), a.count))
+                .collect::<Vec<_>>(),
+            vec![(id.as_str(), 2)]
+        );
+        // Approved again after that refusal: adopted again.
+        assert!(mark_approved(dir.path(), &id).unwrap());
+        store.flush(true).unwrap();
+        assert!(load_approvals(dir.path()).is_empty());
+        assert_eq!(store.snapshot()[0].status, ApprovalStatus::Approved);
+        // A human's denial stays whatever is refused after it.
+        assert!(deny_approval(dir.path(), &id).unwrap());
+        store.flush(true).unwrap();
+        store.record(sighting("a.test", 300));
+        store.flush(true).unwrap();
+        let all = load_all_approvals(dir.path());
+        assert_eq!((all[0].status, all[0].count), (ApprovalStatus::Denied, 3));
     }
 
     #[test]

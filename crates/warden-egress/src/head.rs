@@ -504,6 +504,100 @@ pub fn parse_response_head(
     }))
 }
 
+/// The host and port a request names, as far as they can be read: for the audit record
+/// of a request refused before it was planned (a Host mismatch, userinfo, bad framing).
+/// The URI's authority (for CONNECT the target), else the `Host` header; userinfo is
+/// dropped (never logged), a host that does not normalize is kept as visible ASCII.
+pub fn destination_named(head: &RequestHead) -> (Option<String>, Option<u16>) {
+    let authority_of = |rest: &str| {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        rest[..end].to_string()
+    };
+    let host_header = || {
+        head.headers
+            .iter()
+            .find(|(n, _)| n == "host")
+            .map(|(_, v)| String::from_utf8_lossy(v).trim().to_string())
+    };
+    let (authority, default) = if head.method == "CONNECT" {
+        (head.target.clone(), None)
+    } else if let Some(rest) = strip_scheme(&head.target, "http://") {
+        (authority_of(rest), Some(80))
+    } else if let Some(rest) = strip_scheme(&head.target, "https://") {
+        (authority_of(rest), Some(443))
+    } else {
+        match host_header() {
+            Some(h) => (h, Some(80)),
+            None => return (None, None),
+        }
+    };
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, h)| h);
+    if let Ok((host, port)) = parse_authority(authority, default) {
+        return (Some(host.to_string()), Some(port));
+    }
+    // Not a valid authority: whatever parts of it can be read.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if authority.starts_with('[') == h.ends_with(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let host = match normalize_host(host) {
+        Ok(h) => h.to_string(),
+        Err(_) => host
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(255)
+            .collect(),
+    };
+    let port = match port {
+        Some(p) => parse_port(p),
+        None => default,
+    };
+    ((!host.is_empty()).then_some(host), port)
+}
+
+/// Most requests read after a refused one (each gets an audit line).
+pub const MAX_PIPELINED: usize = 16;
+
+/// The complete request heads that follow a refused request in `rest` (the bytes after
+/// its head), skipping the bodies whose framing is known. A body of unknown framing ends
+/// the search: what follows it cannot be told apart from body bytes.
+pub fn pipelined_after(rest: &[u8], framing: Option<Framing>) -> Vec<RequestHead> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    let mut framing = framing.unwrap_or(Framing::Empty);
+    while out.len() < MAX_PIPELINED {
+        match framing {
+            Framing::Empty => {}
+            Framing::Length(n) => match usize::try_from(n).ok().and_then(|n| at.checked_add(n)) {
+                Some(end) if end <= rest.len() => at = end,
+                _ => break,
+            },
+            Framing::Chunked => {
+                let mut f = crate::chunked::ChunkedFramer::new();
+                match f.feed(&rest[at..]) {
+                    Ok(n) if f.is_done() => at += n,
+                    _ => break,
+                }
+            }
+            Framing::UntilClose => break,
+        }
+        match parse_request_head(&rest[at..]) {
+            Ok(Some(h)) => {
+                at += h.len;
+                framing = match body_framing(&h) {
+                    Ok(f) => f,
+                    Err(_) => Framing::UntilClose,
+                };
+                out.push(h);
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

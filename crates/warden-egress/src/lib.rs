@@ -25,7 +25,8 @@
 //!
 //! - **Fail closed, loudly.** Every refusal is an HTTP answer with `X-Warden-Reason`
 //!   (for policy denials exactly `DenyReason::describe()`), a one-line body, and an audit
-//!   line. Nothing matched means deny.
+//!   line with the host and port the request named (also when it was refused before the
+//!   policy was asked: [`head::destination_named`]). Nothing matched means deny.
 //! - **One parser's view.** Heads are parsed with `httparse` and then validated in
 //!   [`head::plan_request`]; anything two HTTP implementations could read differently is
 //!   refused rather than normalized: `Content-Length` with `Transfer-Encoding`, duplicate
@@ -47,7 +48,8 @@
 //!   proxy credentials never reach an origin), and `Connection: close`. Exactly one
 //!   request body (by its framing) is forwarded; bytes the client pipelines after it are
 //!   never sent, and the answer carries `Connection: close`. So every request an origin
-//!   sees was checked. WebSocket upgrades (`Connection: upgrade`) become a tunnel after
+//!   sees was checked; each request pipelined after a served or refused one gets an audit
+//!   line saying it was not served ([`head::pipelined_after`]). WebSocket upgrades (`Connection: upgrade`) become a tunnel after
 //!   the 101.
 //! - **Bounded heads, bounded time to send them.** A head over
 //!   [`ProxyConfig::max_head_bytes`] gets 431; a head not complete within

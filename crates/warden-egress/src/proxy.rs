@@ -83,6 +83,12 @@ pub(crate) async fn handle(state: Arc<ProxyState>, mut client: TcpStream) {
         }
     };
     out.ev.method = Some(head.method.clone());
+    // What the client sent past this head: the body, and maybe requests pipelined after
+    // it, which a refusal leaves unserved (each gets an audit line of its own).
+    let after = |buf: &[u8]| After {
+        bytes: buf.get(head.len..).unwrap_or_default().to_vec(),
+        framing: head::body_framing(&head).ok(),
+    };
     let plan = match head::plan_request(&head) {
         Ok(p) => p,
         Err(r) => {
@@ -92,7 +98,9 @@ pub(crate) async fn handle(state: Arc<ProxyState>, mut client: TcpStream) {
                 "http"
             }
             .into();
-            return refuse(&state, client, &mut out, r).await;
+            (out.ev.host, out.ev.port) = head::destination_named(&head);
+            let rest = after(&buf);
+            return refuse_then(&state, client, &mut out, r, rest).await;
         }
     };
     let (host, port) = (plan.host().clone(), plan.port());
@@ -136,7 +144,8 @@ pub(crate) async fn handle(state: Arc<ProxyState>, mut client: TcpStream) {
                 now: out.ev.ts_ms / 1000,
             });
             out.ev.approval = id;
-            return refuse(&state, client, &mut out, Refusal::new(403, reason)).await;
+            let r = Refusal::new(403, reason);
+            return refuse_then(&state, client, &mut out, r, after(&buf)).await;
         }
         Verdict::Deny { reason } => {
             out.ev.rule = rule_of(&reason);
@@ -153,13 +162,8 @@ pub(crate) async fn handle(state: Arc<ProxyState>, mut client: TcpStream) {
                 });
                 out.ev.approval = id;
             }
-            return refuse(
-                &state,
-                client,
-                &mut out,
-                Refusal::new(403, reason.describe()),
-            )
-            .await;
+            let r = Refusal::new(403, reason.describe());
+            return refuse_then(&state, client, &mut out, r, after(&buf)).await;
         }
     };
     out.ev.rule = Some(rule);
@@ -175,11 +179,11 @@ pub(crate) async fn handle(state: Arc<ProxyState>, mut client: TcpStream) {
                 Ok(Ok(a)) if !a.is_empty() => a,
                 Ok(Ok(_)) | Ok(Err(_)) => {
                     let r = Refusal::new(502, format!("could not resolve `{name}`"));
-                    return refuse(&state, client, &mut out, r).await;
+                    return refuse_then(&state, client, &mut out, r, after(&buf)).await;
                 }
                 Err(_) => {
                     let r = Refusal::new(504, format!("resolving `{name}` timed out"));
-                    return refuse(&state, client, &mut out, r).await;
+                    return refuse_then(&state, client, &mut out, r, after(&buf)).await;
                 }
             }
         }
@@ -188,7 +192,7 @@ pub(crate) async fn handle(state: Arc<ProxyState>, mut client: TcpStream) {
         if let Err(reason) = policy.decide_resolved(*ip, port) {
             out.ev.addr = Some(SocketAddr::new(*ip, port).to_string());
             let r = Refusal::new(403, reason.describe());
-            return refuse(&state, client, &mut out, r).await;
+            return refuse_then(&state, client, &mut out, r, after(&buf)).await;
         }
     }
     let mut upstream = None;
@@ -210,7 +214,7 @@ pub(crate) async fn handle(state: Arc<ProxyState>, mut client: TcpStream) {
             502,
             format!("could not connect to {host}:{port}: {last_err}"),
         );
-        return refuse(&state, client, &mut out, r).await;
+        return refuse_then(&state, client, &mut out, r, after(&buf)).await;
     };
     let _ = tunnel::setup_socket(&upstream);
     out.ev.decision = "allow".into();
@@ -269,8 +273,19 @@ pub(crate) async fn handle(state: Arc<ProxyState>, mut client: TcpStream) {
     out.ev.bytes_down = act.down.load(Ordering::Relaxed);
     out.ev.duration_ms = out.start.elapsed().as_millis() as u64;
     state.recorder.send(out.ev);
-    if let Some(rest) = linger {
-        drain(rest).await;
+    if let Some((rest, mut bytes)) = linger {
+        // Requests the client sent after this one are not served (one request per
+        // connection); each gets an audit line.
+        let first = head::pipelined_after(&bytes, None);
+        audit_unserved(&state, &policy.sandbox, &first);
+        bytes.truncate(MAX_AFTER);
+        drain(rest, Some(&mut bytes)).await;
+        let all = head::pipelined_after(&bytes, None);
+        audit_unserved(
+            &state,
+            &policy.sandbox,
+            all.get(first.len()..).unwrap_or_default(),
+        );
     }
 }
 
@@ -370,32 +385,89 @@ pub fn refusal_response(r: &Refusal, approval: Option<&str>) -> Vec<u8> {
     s.into_bytes()
 }
 
-async fn refuse(state: &ProxyState, mut client: TcpStream, out: &mut Outcome, r: Refusal) {
+async fn refuse(state: &ProxyState, client: TcpStream, out: &mut Outcome, r: Refusal) {
+    refuse_then(state, client, out, r, After::default()).await;
+}
+
+/// The bytes a client sent after a refused head, and how that request's body is framed
+/// (`None`: unknown).
+#[derive(Default)]
+struct After {
+    bytes: Vec<u8>,
+    framing: Option<Framing>,
+}
+
+/// Bytes past a refused head kept to look for pipelined requests.
+const MAX_AFTER: usize = 64 * 1024;
+
+/// Answer a refusal, half-close, and drain what the client still sends for a moment (so
+/// that closing does not reset the connection before it has read the answer). Requests
+/// pipelined after the refused one are not served (the answer said `connection: close`);
+/// each is audited as such, with the host and port it named (as after a served one).
+async fn refuse_then(
+    state: &ProxyState,
+    mut client: TcpStream,
+    out: &mut Outcome,
+    r: Refusal,
+    mut after: After,
+) {
     let bytes = refusal_response(&r, out.ev.approval.as_deref());
     let _ = client.write_all(&bytes).await;
     out.ev.status = r.status;
     out.ev.reason = Some(r.reason);
     out.ev.duration_ms = out.start.elapsed().as_millis() as u64;
     state.recorder.send(out.ev.clone());
-    linger_close(client).await;
+    let _ = client.shutdown().await;
+    // What was read with the head is audited at once; what arrives while the connection
+    // drains, after.
+    let first = head::pipelined_after(&after.bytes, after.framing);
+    let seen = first.len();
+    audit_unserved(state, &out.ev.sandbox, &first);
+    after.bytes.truncate(MAX_AFTER);
+    drain(client, Some(&mut after.bytes)).await;
+    if seen < head::MAX_PIPELINED {
+        let all = head::pipelined_after(&after.bytes, after.framing);
+        audit_unserved(state, &out.ev.sandbox, all.get(seen..).unwrap_or_default());
+    }
 }
 
-/// Half-close, then drain what the client is still sending for a moment, so that closing
-/// does not reset the connection before it has read our answer.
-async fn linger_close(mut client: TcpStream) {
-    let _ = client.shutdown().await;
-    drain(client).await;
+/// The audit reason of a request pipelined after another: not served.
+const UNSERVED: &str = "pipelined: not served, the proxy answers one request per connection";
+
+fn audit_unserved(state: &ProxyState, sandbox: &str, heads: &[head::RequestHead]) {
+    for h in heads {
+        let (host, port) = head::destination_named(h);
+        let connect = h.method == "CONNECT";
+        state.recorder.send(AuditEvent {
+            ts_ms: unix_ms(),
+            sandbox: sandbox.to_string(),
+            kind: if connect { "connect" } else { "http" }.into(),
+            host,
+            port,
+            method: (!connect).then(|| h.method.clone()),
+            decision: "deny".into(),
+            reason: Some(UNSERVED.into()),
+            ..AuditEvent::default()
+        });
+    }
 }
 
 /// Read and drop what the client still sends, for a moment: a socket closed with unread
-/// bytes is reset, and a reset discards whatever of our answer is still queued.
-async fn drain(mut client: impl AsyncRead + Unpin) {
+/// bytes is reset, and a reset discards whatever of our answer is still queued. The
+/// first bytes are kept in `keep` (up to [`MAX_AFTER`]) when asked.
+async fn drain(mut client: impl AsyncRead + Unpin, mut keep: Option<&mut Vec<u8>>) {
     let mut sink = [0u8; 16 * 1024];
     let mut drained = 0usize;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
     while drained < 4 * 1024 * 1024 {
         match tokio::time::timeout_at(deadline, client.read(&mut sink)).await {
-            Ok(Ok(n)) if n > 0 => drained += n,
+            Ok(Ok(n)) if n > 0 => {
+                drained += n;
+                if let Some(k) = keep.as_deref_mut() {
+                    let room = MAX_AFTER.saturating_sub(k.len()).min(n);
+                    k.extend_from_slice(&sink[..room]);
+                }
+            }
             _ => break,
         }
     }
@@ -420,13 +492,14 @@ enum ResponseEnd {
 /// its framing; nothing the client sends after it is forwarded, and the connection
 /// closes after the response (`Connection: close` both ways), so every request the
 /// origin sees was checked. After a complete exchange the client's read half is left in
-/// `linger`, to be drained before it is closed (the answer is already shut down).
+/// `linger` with the bytes read past the request, to be drained before it is closed
+/// (the answer is already shut down).
 async fn forward_http(
     job: Forward<'_>,
     client: TcpStream,
     leftover: Vec<u8>,
     mut upstream: TcpStream,
-    linger: &mut Option<OwnedReadHalf>,
+    linger: &mut Option<(OwnedReadHalf, Vec<u8>)>,
 ) -> Result<u16, Refusal> {
     let act = job.act;
     upstream
@@ -451,7 +524,7 @@ async fn forward_http(
     };
     match end {
         ResponseEnd::Done(status) => {
-            *linger = sent.map(|(cr, _, _)| cr);
+            *linger = sent.map(|(cr, _, rest)| (cr, rest));
             Ok(status)
         }
         ResponseEnd::Upgraded(ur, cw) => {

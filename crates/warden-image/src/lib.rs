@@ -90,7 +90,7 @@ use warden_wire::sandbox::BundleFile;
 pub use error::ImageError;
 pub use layout::export_layout;
 pub use nix::parse_closure_file;
-pub use targets::{MountPoint, is_below, make_mount_points, mount_points};
+pub use targets::{MountPoint, is_below, make_mount_points, mount_points, working_dir};
 
 use host::{HostCopier, Inputs, Owner};
 use layout::{
@@ -878,7 +878,11 @@ pub fn unpack_bundle(
                 path: bundle_dir.join("config.json"),
                 reason,
             })?;
-        targets::make_mount_points(&rootfs, &mounts)?;
+        targets::make_mount_points(
+            &rootfs,
+            &mounts,
+            targets::working_dir(config_json).as_deref(),
+        )?;
         let cfg = tmp.join("config.json");
         fs::write(&cfg, config_json).map_err(|e| ImageError::io("cannot write", &cfg, e))?;
         // The temp dir was created with the umask; a bundle is readable like any tree.

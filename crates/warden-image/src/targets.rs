@@ -22,7 +22,7 @@ pub struct MountPoint {
     pub volume: bool,
 }
 
-/// The mounts of a bundle config (`config.json` text), and its working directory.
+/// The mounts of a bundle config (`config.json` text).
 pub fn mount_points(config_json: &str) -> Result<Vec<MountPoint>, String> {
     let v: serde_json::Value =
         serde_json::from_str(config_json).map_err(|e| format!("invalid config: {e}"))?;
@@ -60,20 +60,16 @@ pub fn mount_points(config_json: &str) -> Result<Vec<MountPoint>, String> {
             volume: bind_source.is_some_and(|s| volumes.contains(&s)),
         });
     }
-    // The working directory must exist too (libcontainer changes into it); it is made
-    // like a mount point unless a mount provides it.
-    if let Some(cwd) = v.pointer("/process/cwd").and_then(|c| c.as_str())
-        && !out
-            .iter()
-            .any(|m| m.destination == cwd || is_below(cwd, &m.destination))
-    {
-        out.push(MountPoint {
-            destination: cwd.to_string(),
-            bind_source: None,
-            volume: false,
-        });
-    }
     Ok(out)
+}
+
+/// The working directory of a bundle config (`process.cwd`), which must exist in the
+/// root filesystem too: libcontainer changes into it.
+pub fn working_dir(config_json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(config_json).ok()?;
+    v.pointer("/process/cwd")
+        .and_then(|c| c.as_str())
+        .map(str::to_string)
 }
 
 /// Whether `path` lies strictly below `dir` (both absolute, normalized).
@@ -87,7 +83,11 @@ pub fn is_below(path: &str, dir: &str) -> bool {
 /// sandbox starts). Directories are `0755`, files `0644`, owned by the caller (the
 /// host's root, which the sandbox sees as its own root). A symlink on the way is refused:
 /// a mount point must be where the file says, not where the image points.
-pub fn make_mount_points(rootfs: &Path, mounts: &[MountPoint]) -> Result<(), ImageError> {
+pub fn make_mount_points(
+    rootfs: &Path,
+    mounts: &[MountPoint],
+    working_dir: Option<&str>,
+) -> Result<(), ImageError> {
     // A relative bind source is relative to the bundle, the directory holding `rootfs`.
     let bundle = rootfs.parent().unwrap_or(rootfs);
     let source = |src: &Path| bundle.join(src);
@@ -116,6 +116,17 @@ pub fn make_mount_points(rootfs: &Path, mounts: &[MountPoint]) -> Result<(), Ima
         };
         make_one(rootfs, &m.destination, file).map_err(|reason| ImageError::MountTarget {
             target: m.destination.clone(),
+            reason,
+        })?;
+    }
+    // The working directory, unless a mount provides it.
+    if let Some(cwd) = working_dir
+        && !mounts
+            .iter()
+            .any(|m| m.destination == cwd || is_below(cwd, &m.destination))
+    {
+        make_one(rootfs, cwd, false).map_err(|reason| ImageError::MountTarget {
+            target: cwd.to_string(),
             reason,
         })?;
     }
@@ -221,7 +232,9 @@ mod tests {
             mp("/work/space", Some(&host_dir)),
             mp("/etc/conf.txt", Some(&host_file)),
         ];
-        make_mount_points(&root, &mounts).unwrap();
+        make_mount_points(&root, &mounts, Some("/")).unwrap();
+        make_mount_points(&root, &[], Some("/home/agent")).unwrap();
+        assert!(root.join("home/agent").is_dir());
         assert!(root.join("sandbox").is_dir());
         assert!(!root.join("sandbox/data").exists());
         assert!(root.join("work/space").is_dir());
@@ -240,18 +253,18 @@ mod tests {
         fs::create_dir(&root).unwrap();
         std::os::unix::fs::symlink("/", root.join("escape")).unwrap();
         fs::write(root.join("plain"), "").unwrap();
-        let e = make_mount_points(&root, &[mp("/escape/x", None)]).unwrap_err();
+        let e = make_mount_points(&root, &[mp("/escape/x", None)], None).unwrap_err();
         assert_eq!(
             e.to_string(),
             "cannot make the mount point `/escape/x` in the sandbox's root: `/escape` is a symbolic link in the image"
         );
-        let e = make_mount_points(&root, &[mp("/plain/x", None)]).unwrap_err();
+        let e = make_mount_points(&root, &[mp("/plain/x", None)], None).unwrap_err();
         assert_eq!(
             e.to_string(),
             "cannot make the mount point `/plain/x` in the sandbox's root: `/plain` is a file in the image, not a directory"
         );
         let missing = dir.path().join("nope");
-        let e = make_mount_points(&root, &[mp("/w", Some(&missing))]).unwrap_err();
+        let e = make_mount_points(&root, &[mp("/w", Some(&missing))], None).unwrap_err();
         assert_eq!(
             e.to_string(),
             format!(

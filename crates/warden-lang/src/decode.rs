@@ -116,20 +116,27 @@ pub(crate) fn decode(
             model.providers.push(p);
         }
     }
+    // Names seen so far with where: a duplicate is reported whatever else is wrong
+    // with either declaration.
+    let mut order_names: Vec<(String, crate::diag::Loc)> = Vec::new();
     for n in &merged.orders {
-        if let Some(o) = order(cx, n) {
-            if let Some(prev) = model.orders.iter().find(|p| p.name == o.name) {
+        let o = order(cx, n);
+        if let Some(name) = first_str(n) {
+            if let Some((_, prev)) = order_names.iter().find(|(p, _)| *p == name) {
                 cx.push(
                     n.diag(
                         "warden::syntax::duplicate",
                         n.name_span(),
-                        format!("order `{}` is declared twice", o.name),
+                        format!("order `{name}` is declared twice"),
                         "declared again here",
                     )
-                    .help(format!("the first declaration is at {}", prev.loc)),
+                    .help(format!("the first declaration is at {prev}")),
                 );
                 continue;
             }
+            order_names.push((name, n.loc()));
+        }
+        if let Some(o) = o {
             model.orders.push(o);
         }
     }
@@ -149,15 +156,21 @@ pub(crate) fn decode(
         .filter_map(|(n, _)| first_str(n))
         .collect();
     let tenant_of = crate::validate::tenants(cx, &model.tenants, &merged.tenants, &sandbox_names);
+    // Every declared name, valid declaration or not: a reference to a declaration with
+    // problems of its own is not a problem of the reference.
     let names = Names {
-        images: model.images.iter().map(|i| i.name.clone()).collect(),
+        images: merged
+            .images
+            .iter()
+            .filter_map(|(n, _)| first_str(n))
+            .collect(),
         image_env: model
             .images
             .iter()
             .map(|i| (i.name.clone(), i.env.clone()))
             .collect(),
-        providers: model.providers.iter().map(|p| p.name.clone()).collect(),
-        orders: model.orders.iter().map(|o| o.name.clone()).collect(),
+        providers: merged.providers.iter().filter_map(first_str).collect(),
+        orders: order_names.into_iter().map(|(n, _)| n).collect(),
         tenant_of,
         tenants: model.tenants.clone(),
     };
@@ -560,8 +573,11 @@ fn env(cx: &mut Cx, n: &N<'_>) -> Option<(String, String)> {
     let (Some(key), Some(value)) = (args.next(), args.next()) else {
         return None;
     };
-    let k = want_str(cx, n, key, "an environment variable name")?;
-    let v = want_str(cx, n, value, "an environment variable value")?;
+    let k = want_str(cx, n, key, "an environment variable name");
+    let v = want_str(cx, n, value, "an environment variable value");
+    let (Some(k), Some(v)) = (k, v) else {
+        return None;
+    };
     let valid = !k.is_empty()
         && !k.as_bytes()[0].is_ascii_digit()
         && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -589,8 +605,10 @@ fn env(cx: &mut Cx, n: &N<'_>) -> Option<(String, String)> {
 fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
     n.check_props(cx, &["api", "endpoint", "key-env", "key-file", "ca"]);
     n.no_children(cx);
-    let (name, span) = name_arg(cx, n, "a provider name")?;
-    check_name(cx, n, &name, span);
+    let name = name_arg(cx, n, "a provider name");
+    if let Some((name, span)) = &name {
+        check_name(cx, n, name, *span);
+    }
     let api = req_str(
         cx,
         n,
@@ -664,7 +682,7 @@ fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
         return None;
     }
     Some(Provider {
-        name,
+        name: name?.0,
         loc: n.loc(),
         api: api?,
         endpoint: endpoint?,
@@ -675,10 +693,12 @@ fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
 }
 
 fn order(cx: &mut Cx, n: &N<'_>) -> Option<Order> {
-    n.check_props(cx, &["bounds", "override", "autonomy"]);
+    n.check_props(cx, &["bounds", "override", "autonomy", "earn-after"]);
     n.no_children(cx);
-    let (name, span) = name_arg(cx, n, "an order name")?;
-    check_name(cx, n, &name, span);
+    let name = name_arg(cx, n, "an order name");
+    if let Some((name, span)) = &name {
+        check_name(cx, n, name, *span);
+    }
     let bounds = req_str(
         cx,
         n,
@@ -704,30 +724,55 @@ fn order(cx: &mut Cx, n: &N<'_>) -> Option<Order> {
             }
         },
     };
+    let earn_after = match n.prop("earn-after") {
+        None => None,
+        Some(e) => match e.value().as_integer() {
+            Some(v) if (1..=1000).contains(&v) => Some(v as u32),
+            _ => {
+                cx.push(
+                    n.diag(
+                        "warden::orders::earn-after",
+                        e.span(),
+                        "`earn-after` must be a whole number from 1 to 1000",
+                        "not a count",
+                    )
+                    .help("e.g. earn-after=3: propose `auto` after three approved asks in a row"),
+                );
+                None
+            }
+        },
+    };
     Some(Order {
-        name,
+        name: name?.0,
         loc: n.loc(),
         bounds: bounds?.0,
         override_,
         autonomy,
+        earn_after,
     })
 }
 
 fn order_test(cx: &mut Cx, n: &N<'_>) -> Option<OrderTest> {
     n.check_props(cx, &["expect"]);
     n.no_children(cx);
-    let (order, _) = name_arg(cx, n, "the order (action) to test")?;
-    let expect = req_str(cx, n, "expect", "expect=\"auto\", \"ask\" or \"never\"")?;
-    let Some(e) = Autonomy::parse(&expect.0) else {
-        cx.push(
-            n.diag(
-                "warden::test::expect",
-                expect.1,
-                format!("unknown expectation `{}`", expect.0),
-                "not an autonomy",
-            )
-            .help("`auto`, `ask` or `never`"),
-        );
+    let order = name_arg(cx, n, "the order (action) to test");
+    let expect = req_str(cx, n, "expect", "expect=\"auto\", \"ask\" or \"never\"");
+    let expect = expect.and_then(|(x, sp)| {
+        let e = Autonomy::parse(&x);
+        if e.is_none() {
+            cx.push(
+                n.diag(
+                    "warden::test::expect",
+                    sp,
+                    format!("unknown expectation `{x}`"),
+                    "not an autonomy",
+                )
+                .help("`auto`, `ask` or `never`"),
+            );
+        }
+        e
+    });
+    let (Some((order, _)), Some(e)) = (order, expect) else {
         return None;
     };
     Some(OrderTest {
@@ -1474,48 +1519,41 @@ fn restart(cx: &mut Cx, n: &N<'_>) -> Option<Restart> {
     }
 }
 
-fn ports(cx: &mut Cx, n: &N<'_>, default: Option<u16>) -> Vec<u16> {
+/// The ports of a rule (empty: any port), and whether `port=` was valid.
+fn ports(cx: &mut Cx, n: &N<'_>, default: Option<u16>) -> (Vec<u16>, bool) {
     let Some(e) = n.prop("port") else {
-        return default.into_iter().collect();
+        return (default.into_iter().collect(), true);
     };
     let bad = |cx: &mut Cx, what: String| {
         cx.push(
             n.diag("warden::egress::port", e.span(), what, "not a port")
                 .help("a port is 1 to 65535; several as port=\"80 443\"; any as port=\"*\""),
         );
+        (Vec::new(), false)
     };
     match e.value() {
-        kdl::KdlValue::Integer(p) if (1..=65535).contains(p) => vec![*p as u16],
-        kdl::KdlValue::Integer(p) => {
-            bad(cx, format!("port {p} is out of range"));
-            Vec::new()
-        }
-        kdl::KdlValue::String(s) if s.trim() == "*" => Vec::new(),
+        kdl::KdlValue::Integer(p) if (1..=65535).contains(p) => (vec![*p as u16], true),
+        kdl::KdlValue::Integer(p) => bad(cx, format!("port {p} is out of range")),
+        kdl::KdlValue::String(s) if s.trim() == "*" => (Vec::new(), true),
         kdl::KdlValue::String(s) => {
             let mut out = Vec::new();
             for part in s.split_whitespace() {
                 match part.parse::<u32>() {
                     Ok(p) if (1..=65535).contains(&p) => out.push(p as u16),
-                    _ => {
-                        bad(cx, format!("`{part}` is not a port"));
-                        return Vec::new();
-                    }
+                    _ => return bad(cx, format!("`{part}` is not a port")),
                 }
             }
             if out.is_empty() {
-                bad(cx, "empty port list".into());
+                return bad(cx, "empty port list".into());
             }
             out.sort_unstable();
             out.dedup();
-            out
+            (out, true)
         }
-        v => {
-            bad(
-                cx,
-                format!("`port` must be a number or a list, found {}", kind(v)),
-            );
-            Vec::new()
-        }
+        v => bad(
+            cx,
+            format!("`port` must be a number or a list, found {}", kind(v)),
+        ),
     }
 }
 
@@ -1577,6 +1615,10 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
         tests: Vec::new(),
     };
     let mut spans: Vec<SourceSpan> = Vec::new();
+    // Rules by target and the deny rules, so that checking each new rule against the
+    // earlier ones stays linear in a file of thousands of rules.
+    let mut by_target: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut denies: Vec<usize> = Vec::new();
     for c in n.children() {
         match c.name() {
             kind @ ("allow" | "deny" | "http") => {
@@ -1587,15 +1629,15 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                 };
                 c.check_props(cx, props);
                 c.no_children(cx);
-                let Some((target, sp)) = egress_target(cx, &c) else {
-                    continue;
-                };
+                // Every part is checked before a bad one drops the rule, so that each
+                // problem of the rule is reported at once.
+                let target = egress_target(cx, &c);
                 let default_port = match kind {
                     "allow" => Some(defaults::ALLOW_PORT),
                     "http" => Some(defaults::HTTP_PORT),
                     _ => None,
                 };
-                let ports = ports(cx, &c, default_port);
+                let (ports, ports_ok) = ports(cx, &c, default_port);
                 let http = if kind == "http" {
                     let methods = match str_prop(cx, &c, "methods") {
                         None => MethodSet::from_names(["GET", "HEAD"]).ok(),
@@ -1645,10 +1687,9 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                             }
                         }
                     }
-                    let Some(methods) = methods else { continue };
-                    Some(HttpRule { methods, paths })
+                    methods.map(|methods| Some(HttpRule { methods, paths }))
                 } else {
-                    None
+                    Some(None)
                 };
                 let action = if kind == "deny" {
                     Action::Deny
@@ -1657,12 +1698,18 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                 };
                 let reason = str_prop(cx, &c, "reason").map(|r| r.0);
                 let order = str_prop(cx, &c, "order");
-                if let Some((o, osp)) = &order
-                    && !names.orders.contains(o)
-                {
-                    unknown_ref(cx, &c, *osp, "order", o, &names.orders);
+                let order_known = match &order {
+                    Some((o, osp)) if !names.orders.contains(o) => {
+                        unknown_ref(cx, &c, *osp, "order", o, &names.orders);
+                        false
+                    }
+                    _ => true,
+                };
+                let (Some((target, sp)), Some(http), true, true) =
+                    (target, http, ports_ok, order_known)
+                else {
                     continue;
-                }
+                };
                 let rule = EgressRule {
                     action,
                     target,
@@ -1673,10 +1720,16 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                     loc: c.loc(),
                 };
                 // Duplicate and conflicting rules.
-                let clash = eg.rules.iter().position(|r| {
-                    r.target == rule.target
-                        && overlap(&r.ports, &rule.ports)
+                // Rules of the same action for one destination that differ (other ports,
+                // other methods or paths) all stay: the first that matches decides.
+                let key = format!("{:?}", rule.target);
+                let same = by_target.get(&key).map_or(&[][..], Vec::as_slice);
+                let clash = same.iter().copied().find(|i| {
+                    let r = &eg.rules[*i];
+                    overlap(&r.ports, &rule.ports)
                         && r.http.is_none() == rule.http.is_none()
+                        && (r.action != rule.action
+                            || (r.ports == rule.ports && r.http == rule.http))
                 });
                 if let Some(i) = clash {
                     let other = &eg.rules[i];
@@ -1712,10 +1765,9 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                     continue;
                 }
                 if rule.action == Action::Allow
-                    && let Some(j) = eg.rules.iter().position(|r| {
-                        r.action == Action::Deny
-                            && deny_covers(&r.target, &rule.target)
-                            && overlap(&r.ports, &rule.ports)
+                    && let Some(j) = denies.iter().copied().find(|j| {
+                        let r = &eg.rules[*j];
+                        deny_covers(&r.target, &rule.target) && overlap(&r.ports, &rule.ports)
                     })
                 {
                     let (line, _) = n.file.file.line_col(spans[j].offset());
@@ -1733,6 +1785,10 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                     continue;
                 }
                 spans.push(sp);
+                by_target.entry(key).or_default().push(eg.rules.len());
+                if rule.action == Action::Deny {
+                    denies.push(eg.rules.len());
+                }
                 eg.rules.push(rule);
             }
             "idle-timeout" => {
@@ -1757,15 +1813,18 @@ fn egress(cx: &mut Cx, n: &N<'_>, names: &Names) -> Egress {
                 c.check_props(cx, &["expect", "method"]);
                 c.no_children(cx);
                 let url = name_arg(cx, &c, "a URL such as \"https://api.github.com/repos\"");
-                if let Some((u, sp)) = &url
-                    && let Err(e) = parse_url(u)
-                {
-                    cx.push(
-                        c.diag("warden::test::url", *sp, e, "not a URL")
-                            .help("write scheme://host[:port]/path with scheme http, https or tcp"),
-                    );
-                    continue;
-                }
+                let url = match url {
+                    Some((u, sp)) => match parse_url(&u) {
+                        Ok(_) => Some((u, sp)),
+                        Err(e) => {
+                            cx.push(c.diag("warden::test::url", sp, e, "not a URL").help(
+                                "write scheme://host[:port]/path with scheme http, https or tcp",
+                            ));
+                            None
+                        }
+                    },
+                    None => None,
+                };
                 let expect = req_str(cx, &c, "expect", "expect=\"allow\", \"deny\" or \"ask\"");
                 let expect = expect.and_then(|(e, sp)| match e.as_str() {
                     "allow" => Some(Expect::Allow),

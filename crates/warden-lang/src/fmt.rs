@@ -6,18 +6,27 @@
 //! the decor strings kdl keeps around nodes and entries, and are re-emitted verbatim
 //! (trimmed and re-indented) at the canonical place.
 
+use crate::diag::{Diagnostic, FileCx, SourceFile};
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 
 const INDENT: &str = "    ";
 
-/// Format a file canonically. Returns the KDL parse error text when it does not parse.
+/// Format a file canonically. Returns the message of the first problem when it does not
+/// parse or is over the limits.
 pub fn format(text: &str) -> Result<String, String> {
-    let doc = KdlDocument::parse_v2(text).map_err(|e| {
-        e.diagnostics
-            .first()
-            .and_then(|d| d.message.clone())
-            .unwrap_or_else(|| "invalid KDL".into())
-    })?;
+    format_file(&SourceFile::new("", text)).map_err(|d| {
+        d.first()
+            .map_or_else(|| "invalid KDL".into(), |d| d.message.clone())
+    })
+}
+
+/// Format a file canonically, after the same limits and parse as `load`; the diagnostics
+/// of the parse when it fails.
+pub fn format_file(file: &SourceFile) -> Result<String, Vec<Diagnostic>> {
+    let mut cx = crate::read::Cx { diags: Vec::new() };
+    let Some(doc) = crate::load::parse(&FileCx::new(file.clone()), &mut cx, false) else {
+        return Err(cx.diags);
+    };
     let mut out = String::new();
     print_doc(&doc, 0, true, &mut out);
     let trimmed = out.trim_end().len();

@@ -12,6 +12,7 @@ pub mod fmt;
 mod load;
 pub mod model;
 mod read;
+mod source;
 mod validate;
 pub mod values;
 
@@ -19,6 +20,7 @@ pub use decode::{Url, parse_url};
 pub use diag::{Diagnostic, Loc, SourceFile, render};
 pub use load::{BUILTIN_LAYOUTS, Loader, NoFiles, join, parent};
 pub use model::Model;
+pub use source::{MAX_BYTES, MAX_NESTING, admit};
 
 /// The result of loading a file: the model when there were no errors, and every
 /// diagnostic (warnings included) in file order.
@@ -34,7 +36,17 @@ pub fn load(file: &SourceFile, loader: &dyn Loader) -> Loaded {
     let model =
         load::load(file, loader, &mut cx).map(|l| decode::decode(&l.files, l.layouts, &mut cx));
     let mut diagnostics = cx.diags;
-    diagnostics.sort_by(|a, b| a.loc.cmp(&b.loc));
+    // File order; on one line, an invalid name first: it explains the messages on the
+    // same node that repeat the name (`sandbox `…` has no command`).
+    let rank = |d: &Diagnostic| u8::from(d.code != "warden::syntax::name");
+    diagnostics.sort_by(|a, b| {
+        (&a.loc.file, a.loc.line, rank(a), a.loc.column).cmp(&(
+            &b.loc.file,
+            b.loc.line,
+            rank(b),
+            b.loc.column,
+        ))
+    });
     let ok = !diagnostics.iter().any(Diagnostic::is_error);
     Loaded {
         model: if ok { model } else { None },

@@ -78,73 +78,16 @@ pub(crate) fn load(main: &SourceFile, loader: &dyn Loader, cx: &mut Cx) -> Optio
     }
 }
 
-/// Deeper nesting than any real file needs; refused before parsing so that hostile
-/// input cannot exhaust the parser's stack.
-const MAX_NESTING: usize = 64;
-/// Larger than any real file; refused before parsing.
-const MAX_BYTES: usize = 4 << 20;
-
-/// The offset where nesting first exceeds [`MAX_NESTING`], skipping quoted strings and
-/// comments roughly (an over-estimate only refuses absurd files).
-fn too_deep(text: &str) -> Option<usize> {
-    let b = text.as_bytes();
-    let (mut depth, mut i) = (0usize, 0usize);
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    i += if b[i] == b'\\' { 2 } else { 1 };
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'/') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'{' => {
-                depth += 1;
-                if depth > MAX_NESTING {
-                    return Some(i);
-                }
-            }
-            b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    None
-}
-
-fn parse(file: &FileCx, cx: &mut Cx) -> Option<KdlDocument> {
-    let len = file.file.text.len();
-    if len > MAX_BYTES {
-        cx.push(
-            file.diag(
-                "warden::syntax::size",
-                SourceSpan::new(0.into(), 0),
-                format!("file is {len} bytes; the limit is {MAX_BYTES}"),
-                "too large",
-            )
-            .help("split it into layouts"),
-        );
-        return None;
-    }
-    if let Some(at) = too_deep(&file.file.text) {
-        cx.push(
-            file.diag(
-                "warden::syntax::depth",
-                SourceSpan::new(at.into(), 1),
-                format!("blocks nest more than {MAX_NESTING} deep"),
-                "too deep",
-            )
-            .help("warden files nest a few levels at most"),
-        );
+/// Parse a file after [`crate::source::limits`]. The fast parser's tree carries no
+/// comments, so `fmt` asks for kdl's own (`fast: false`).
+pub(crate) fn parse(file: &FileCx, cx: &mut Cx, fast: bool) -> Option<KdlDocument> {
+    if let Some(d) = crate::source::limits(file) {
+        cx.push(d);
         return None;
     }
     // The common subset parses fast by hand; anything else (and every error) goes to
     // kdl's parser, which owns the diagnostics.
-    if let Some(doc) = crate::fastparse::parse(&file.file.text) {
+    if fast && let Some(doc) = crate::fastparse::parse(&file.file.text) {
         return Some(doc);
     }
     match KdlDocument::parse_v2(&file.file.text) {
@@ -194,7 +137,9 @@ fn load_file(
     depth: usize,
 ) {
     let fcx = FileCx::new(file);
-    let Some(doc) = parse(&fcx, cx) else { return };
+    let Some(doc) = parse(&fcx, cx, true) else {
+        return;
+    };
     stack.push(fcx.file.name.clone());
     for node in doc.nodes() {
         let n = N { node, file: &fcx };

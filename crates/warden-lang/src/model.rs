@@ -305,6 +305,9 @@ pub struct Order {
     pub bounds: String,
     pub override_: Option<String>,
     pub autonomy: Autonomy,
+    /// `earn-after=N`: `warden orders` proposes granting the order (`auto`) once N asks
+    /// in a row were approved and none denied.
+    pub earn_after: Option<u32>,
 }
 
 #[derive(Debug, Clone)]

@@ -50,6 +50,7 @@ pub mod api;
 pub mod audit;
 mod limits;
 mod relay;
+pub mod translate;
 mod upstream;
 
 pub use audit::{AuditSink, JsonLines, NoAudit, RouterEvent};

@@ -59,7 +59,7 @@ pub enum RuntimeError {
         destination: String,
     },
     #[error(
-        "container `{id}`: the filesystem of `{}` cannot idmap, so the bind at `{destination}` cannot show its files as the sandbox user's; move it to a filesystem that can (ext4, xfs, btrfs, tmpfs) or bind it read-only from a copy", source_path.display()
+        "container `{id}`: the filesystem of `{}` cannot idmap, so the writable bind at `{destination}` cannot make its files the sandbox user's; move the directory to a filesystem that can (ext4, xfs, btrfs, tmpfs), or bind it read-only (`writable=#false`: the host's owners stay)", source_path.display()
     )]
     CannotIdmap {
         id: String,

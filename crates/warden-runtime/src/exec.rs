@@ -324,16 +324,7 @@ fn exec_with_dir(
         fd.try_clone()
             .map_err(|e| exec_err(LibcontainerError::OtherIO(e)))
     };
-    let input = opts
-        .stdio
-        .stdin
-        .as_ref()
-        .map_or(libc::STDIN_FILENO, |fd| fd.as_raw_fd());
-    let output = opts
-        .stdio
-        .stdout
-        .as_ref()
-        .map_or(libc::STDOUT_FILENO, |fd| fd.as_raw_fd());
+    let (input, output) = opts.stdio.terminal_ends();
     let mut pty = None;
     if opts.tty {
         let pair = tty::Pty::open(&[input, output]).map_err(|e| RuntimeError::Terminal {

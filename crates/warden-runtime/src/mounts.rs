@@ -415,16 +415,23 @@ fn bind(
             e,
         )
     })?;
-    if let Err(e) = set_attrs(&fd, attrs | MOUNT_ATTR_IDMAP, Some(&ns), recursive) {
-        return Err(if e.raw_os_error() == Some(libc::EINVAL) {
-            RuntimeError::CannotIdmap {
+    match set_attrs(&fd, attrs | MOUNT_ATTR_IDMAP, Some(&ns), recursive) {
+        Ok(()) => {}
+        // A filesystem that cannot idmap: a read-only bind keeps the host's owners (the
+        // sandbox reads what others may read); a writable one is refused, never made
+        // world-writable or chowned.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && attrs & MOUNT_ATTR_RDONLY != 0 => {
+            set_attrs(&fd, attrs, None, recursive)
+                .map_err(|e| mount_point_err(id, at, "set the attributes of the bind", e))?;
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            return Err(RuntimeError::CannotIdmap {
                 id: id.to_string(),
                 source_path: source.to_path_buf(),
                 destination: at.to_string(),
-            }
-        } else {
-            mount_point_err(id, at, "set the attributes of the bind", e)
-        });
+            });
+        }
+        Err(e) => return Err(mount_point_err(id, at, "set the attributes of the bind", e)),
     }
     attach(&fd, target).map_err(|e| mount_point_err(id, at, "attach the bind", e))
 }

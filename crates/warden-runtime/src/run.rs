@@ -53,6 +53,18 @@ pub struct Stdio {
     pub stderr: Option<OwnedFd>,
 }
 
+impl Stdio {
+    /// The input and output a terminal is relayed to: the given ones, else the caller's
+    /// own stdin and stdout.
+    pub(crate) fn terminal_ends(&self) -> (std::os::fd::RawFd, std::os::fd::RawFd) {
+        let raw = |fd: &Option<OwnedFd>, default| fd.as_ref().map_or(default, |f| f.as_raw_fd());
+        (
+            raw(&self.stdin, libc::STDIN_FILENO),
+            raw(&self.stdout, libc::STDOUT_FILENO),
+        )
+    }
+}
+
 /// What a `before_start` hook learns about the created (not yet started) container.
 #[derive(Debug, Clone, Copy)]
 pub struct StartContext<'a> {
@@ -365,16 +377,7 @@ fn create_start_wait(
         fd.try_clone()
             .map_err(|e| create_err(libcontainer::error::LibcontainerError::OtherIO(e)))
     };
-    let input = opts
-        .stdio
-        .stdin
-        .as_ref()
-        .map_or(libc::STDIN_FILENO, |fd| fd.as_raw_fd());
-    let output = opts
-        .stdio
-        .stdout
-        .as_ref()
-        .map_or(libc::STDOUT_FILENO, |fd| fd.as_raw_fd());
+    let (input, output) = opts.stdio.terminal_ends();
     let term_err = |source| RuntimeError::Terminal {
         id: id.to_string(),
         source,

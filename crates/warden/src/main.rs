@@ -57,7 +57,21 @@ enum Command {
     Approvals { file: Option<PathBuf> },
     /// Allow a pending destination: adds the rule to the sandbox's `egress` block in the
     /// file (comments and layout kept); a running sandbox reloads it within a second.
-    Approve { id: String, file: Option<PathBuf> },
+    Approve {
+        id: String,
+        file: Option<PathBuf>,
+        /// When a standing order held it: also grant the order (it acts on its own
+        /// from now on; `warden orders revoke` takes that back).
+        #[arg(long)]
+        always: bool,
+    },
+    /// The standing orders, each with its history; `grant` / `revoke` change one line.
+    #[command(args_conflicts_with_subcommands = true)]
+    Orders {
+        #[command(subcommand)]
+        action: Option<OrdersAction>,
+        file: Option<PathBuf>,
+    },
     /// Refuse a pending destination for good: it stops being listed.
     Deny { id: String, file: Option<PathBuf> },
     /// Build if needed and run one sandbox in the foreground; exits with its code.
@@ -118,6 +132,14 @@ enum Command {
     Supervise { launch: PathBuf },
 }
 
+#[derive(Subcommand)]
+enum OrdersAction {
+    /// Let the order act on its own (`autonomy="auto"`).
+    Grant { name: String, file: Option<PathBuf> },
+    /// A human first again (`autonomy="ask"`).
+    Revoke { name: String, file: Option<PathBuf> },
+}
+
 pub enum Exit {
     Ok,
     /// Bad file, denied, failed test.
@@ -158,9 +180,24 @@ fn main() -> ExitCode {
             spec_only,
         } => commands::build::run(&out, &project::file(file), &dir, spec_only),
         Command::Approvals { file } => commands::approvals::list(&out, &project::file(file)),
-        Command::Approve { id, file } => {
-            commands::approvals::approve(&out, &project::file(file), &id)
+        Command::Approve { id, file, always } => {
+            commands::approvals::approve(&out, &project::file(file), &id, always)
         }
+        Command::Orders { action, file } => match action {
+            None => commands::orders::list(&out, &project::file(file)),
+            Some(OrdersAction::Grant { name, file }) => commands::orders::set(
+                &out,
+                &project::file(file),
+                &name,
+                warden_wire::orders::Autonomy::Auto,
+            ),
+            Some(OrdersAction::Revoke { name, file }) => commands::orders::set(
+                &out,
+                &project::file(file),
+                &name,
+                warden_wire::orders::Autonomy::Ask,
+            ),
+        },
         Command::Deny { id, file } => commands::approvals::deny(&out, &project::file(file), &id),
         Command::Run {
             file,

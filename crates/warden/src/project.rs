@@ -1,6 +1,7 @@
 //! Reading a warden file from disk: the file, its layouts, and the compile options.
 
 use crate::Exit;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use warden_compile::{CompileOptions, Compiled};
 use warden_lang::{Diagnostic, Loader, Model, SourceFile};
@@ -20,9 +21,17 @@ impl Loader for FsLoader {
     fn load(&self, base: &str, path: &str) -> Result<SourceFile, String> {
         let rel = warden_lang::join(base, path);
         let full = self.dir.join(&rel);
-        std::fs::read_to_string(&full)
-            .map(|text| SourceFile::new(rel.clone(), text))
-            .map_err(|e| format!("cannot read `{}`: {}", full.display(), io_msg(&e)))
+        match read_source_as(&full, rel) {
+            Ok(f) => Ok(f),
+            Err(SourceError::Io(e)) => Err(e),
+            Err(SourceError::Refused(d)) => Err(format!(
+                "`{}` line {}, column {}: {}",
+                full.display(),
+                d.loc.line,
+                d.loc.column,
+                d.message
+            )),
+        }
     }
 }
 
@@ -42,12 +51,50 @@ pub struct Project {
     pub options: CompileOptions,
 }
 
-pub fn read_source(path: &Path) -> Result<SourceFile, String> {
-    let text = std::fs::read(path)
-        .map_err(|e| format!("cannot read `{}`: {}", path.display(), io_msg(&e)))?;
-    let text =
-        String::from_utf8(text).map_err(|_| format!("`{}` is not UTF-8 text", path.display()))?;
-    Ok(SourceFile::new(path.display().to_string(), text))
+/// Why a file could not be read.
+pub enum SourceError {
+    /// The file system refused (the message names the path).
+    Io(String),
+    /// The bytes are over a limit or not text (`warden_lang::admit`).
+    Refused(Box<Diagnostic>),
+}
+
+/// Read a warden file the one way every command does: at most one byte past
+/// `warden_lang::MAX_BYTES`, then `warden_lang::admit` (size, UTF-8, NUL).
+pub fn read_source(path: &Path) -> Result<SourceFile, SourceError> {
+    read_source_as(path, path.display().to_string())
+}
+
+fn read_source_as(path: &Path, name: String) -> Result<SourceFile, SourceError> {
+    let io = |e: std::io::Error| {
+        SourceError::Io(format!("cannot read `{}`: {}", path.display(), io_msg(&e)))
+    };
+    let bytes = read_limited(path).map_err(io)?;
+    warden_lang::admit(name, bytes).map_err(SourceError::Refused)
+}
+
+/// A file's bytes, at most one past `warden_lang::MAX_BYTES` (enough to refuse it).
+pub fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(warden_lang::MAX_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// [`read_source`], reporting a failure (exit 1).
+pub fn read(out: &crate::ui::Out, path: &Path) -> Result<SourceFile, Exit> {
+    match read_source(path) {
+        Ok(s) => Ok(s),
+        Err(SourceError::Io(e)) => {
+            eprintln!("error: {e}");
+            Err(Exit::User)
+        }
+        Err(SourceError::Refused(d)) => {
+            report(out, std::slice::from_ref(&*d));
+            Err(Exit::User)
+        }
+    }
 }
 
 fn dir_of(path: &Path) -> PathBuf {
@@ -59,13 +106,7 @@ fn dir_of(path: &Path) -> PathBuf {
 
 /// Load and validate; prints diagnostics. `Err(exit)` when the file is unusable.
 pub fn load(out: &crate::ui::Out, path: &Path) -> Result<Project, Exit> {
-    let src = match read_source(path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Err(Exit::User);
-        }
-    };
+    let src = read(out, path)?;
     let dir = dir_of(path);
     let loaded = warden_lang::load(&src, &FsLoader { dir: dir.clone() });
     report(out, &loaded.diagnostics);
@@ -83,6 +124,10 @@ pub fn load(out: &crate::ui::Out, path: &Path) -> Result<Project, Exit> {
     })
 }
 
+/// Diagnostics rendered at most: past these the count says how many more there are, so
+/// a file of 100,000 mistakes prints a screenful, not megabytes.
+pub const MAX_SHOWN: usize = 50;
+
 /// Diagnostics go to stderr as text (never to stdout, which carries data).
 pub fn report(out: &crate::ui::Out, diags: &[Diagnostic]) {
     if diags.is_empty() {
@@ -91,18 +136,30 @@ pub fn report(out: &crate::ui::Out, diags: &[Diagnostic]) {
     if out.json && out.diagnostics_as_json {
         return;
     }
-    eprint!("{}", warden_lang::render(diags));
+    let shown = &diags[..diags.len().min(MAX_SHOWN)];
+    eprint!("{}", warden_lang::render(shown));
     let errors = diags.iter().filter(|d| d.is_error()).count();
     let warnings = diags.len() - errors;
     if errors > 0 {
         eprintln!(
-            "error: {} found{}",
+            "error: {} found{}{}",
             plural(errors, "error"),
             if warnings > 0 {
                 format!(", {}", plural(warnings, "warning"))
             } else {
                 String::new()
+            },
+            if shown.len() < diags.len() {
+                format!(" (the first {} shown)", shown.len())
+            } else {
+                String::new()
             }
+        );
+    } else if shown.len() < diags.len() {
+        eprintln!(
+            "warning: {} found (the first {} shown)",
+            plural(warnings, "warning"),
+            shown.len()
         );
     }
 }
@@ -123,6 +180,20 @@ pub fn compile(p: &Project) -> Result<Compiled, Exit> {
 }
 
 /// Write a file atomically: temp file in the same directory, then rename.
+/// `text` loaded as if it were the file at `path` (layouts found beside it): what a
+/// command that edits the file checks before it writes.
+pub fn load_text(path: &Path, text: &str) -> warden_lang::Loaded {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    warden_lang::load(
+        &warden_lang::SourceFile::new(path.display().to_string(), text.to_string()),
+        &FsLoader { dir },
+    )
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = dir_of(path);
     let name = path

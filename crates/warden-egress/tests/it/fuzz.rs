@@ -246,8 +246,18 @@ fn fuzz_heads_framing_and_policy() {
                         refused += 1;
                         assert!(matches!(r.status, 400 | 403 | 431), "{r:?}");
                         assert!(r.reason.bytes().all(|b| (0x20..0x7f).contains(&b)), "{r:?}");
+                        // What the audit line of the refusal names: visible ASCII, short.
+                        if let (Some(host), _) = head::destination_named(&h) {
+                            assert!(
+                                host.len() <= 255 && host.bytes().all(|b| b.is_ascii_graphic()),
+                                "{host:?}"
+                            );
+                        }
                     }
                 }
+                // Whatever follows the head, as requests pipelined after a refusal.
+                let after = head::pipelined_after(&input[h.len..], head::body_framing(&h).ok());
+                assert!(after.len() <= head::MAX_PIPELINED);
             }
             Ok(None) => partial += 1,
             Err(r) => {

@@ -113,6 +113,30 @@ async fn chunked_body_is_forwarded_and_a_pipelined_request_is_not() {
         seen[0]
     );
     assert!(!seen[0].contains("/admin"));
+    // The request after it was not served, and the audit says so.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let audit = loop {
+        flush(&rig.state).await;
+        let audit = audit_lines(rig.dir.path());
+        if audit.len() >= 2 || Instant::now() > deadline {
+            break audit;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!(audit[0]["decision"], "allow");
+    assert_eq!(
+        (&audit[1]["host"], &audit[1]["port"], &audit[1]["method"]),
+        (
+            &serde_json::json!("allowed.test"),
+            &serde_json::json!(80),
+            &serde_json::json!("GET")
+        )
+    );
+    assert_eq!(
+        audit[1]["reason"],
+        "pipelined: not served, the proxy answers one request per connection"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -825,5 +849,226 @@ async fn body_without_length_is_relayed_until_upstream_closes() {
     assert!(
         out[end..] == pattern(DOWN, 0x77)[..],
         "body intact to the end"
+    );
+}
+
+/// Audit lines once at least `n` are written (events sent after a connection drained
+/// reach the log a moment after the client saw the answer).
+async fn audit_at_least(rig: &Rig, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        flush(&rig.state).await;
+        let lines = audit_lines(rig.dir.path());
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn destination(ev: &serde_json::Value) -> (String, Option<u64>) {
+    (
+        ev["host"].as_str().unwrap_or("").to_string(),
+        ev["port"].as_u64(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_pipelined_after_a_refused_one_are_audited_with_their_destination() {
+    let up = upstreams().await;
+    let rig = start_proxy(policy(standard_rules(&up), 30), |_| {});
+    let http = up.http.port();
+    // Refused by the policy, with a body; then two requests in the same write.
+    let refused = format!(
+        "POST http://evil.test:{http}/ HTTP/1.1\r\nHost: evil.test:{http}\r\nContent-Length: 5\r\n\r\nhello"
+    );
+    let second =
+        format!("GET http://allowed.test:{http}/x HTTP/1.1\r\nHost: allowed.test:{http}\r\n\r\n");
+    let third = "CONNECT other.test:8443 HTTP/1.1\r\nHost: other.test:8443\r\n\r\n";
+    let mut s = TcpStream::connect(rig.proxy).await.expect("connect proxy");
+    s.write_all(format!("{refused}{second}{third}").as_bytes())
+        .await
+        .expect("write");
+    // The answer is read; then one more request arrives while the proxy drains.
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while find(&head, b"\r\n\r\n").is_none() {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert_ne!(n, 0, "closed before an answer");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 403 "),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    let late = format!("GET http://late.test:{http}/ HTTP/1.1\r\nHost: late.test:{http}\r\n\r\n");
+    s.write_all(late.as_bytes()).await.expect("write late");
+    drop(s);
+
+    let audit = audit_at_least(&rig, 4).await;
+    let seen: Vec<(String, Option<u64>, u64, String)> = audit
+        .iter()
+        .map(|e| {
+            let (h, p) = destination(e);
+            (
+                h,
+                p,
+                e["status"].as_u64().unwrap_or(999),
+                e["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let unserved = "pipelined: not served, the proxy answers one request per connection";
+    let http = Some(u64::from(http));
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "evil.test".into(),
+                http,
+                403,
+                "no egress rule allows this destination".into()
+            ),
+            ("allowed.test".into(), http, 0, unserved.into()),
+            ("other.test".into(), Some(8443), 0, unserved.into()),
+            ("late.test".into(), http, 0, unserved.into()),
+        ]
+    );
+    assert!(audit.iter().all(|e| e["decision"] == "deny"));
+    assert_eq!(audit[2]["kind"], "connect");
+    assert_eq!(audit[3]["method"], "GET");
+    // Nothing reached the upstream.
+    assert_eq!(up.seen.lock().expect("lock").len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_policy_carry_the_destination_the_request_named() {
+    let up = upstreams().await;
+    let rig = start_proxy(policy(standard_rules(&up), 30), |_| {});
+    let h = up.http.port();
+    let hp = Some(u64::from(h));
+    let cases: Vec<(String, &str, Option<u64>)> = vec![
+        (
+            format!("GET http://allowed.test:{h}/ HTTP/1.1\r\nHost: evil.test\r\n\r\n"),
+            "allowed.test",
+            hp,
+        ),
+        (
+            format!("GET http://allowed.test:{h}@evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n"),
+            "evil.test",
+            Some(80),
+        ),
+        (
+            format!("GET http://user:secret@evil.test:{h}/ HTTP/1.1\r\n\r\n"),
+            "evil.test",
+            hp,
+        ),
+        (
+            format!(
+                "POST http://allowed.test:{h}/ HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+            "allowed.test",
+            hp,
+        ),
+        (
+            format!(
+                "POST http://allowed.test:{h}/ HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nbody"
+            ),
+            "allowed.test",
+            hp,
+        ),
+        (
+            format!(
+                "POST http://allowed.test:{h}/ HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n"
+            ),
+            "allowed.test",
+            hp,
+        ),
+        (
+            format!("POST http://allowed.test:{h}/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "allowed.test",
+            hp,
+        ),
+        (
+            "CONNECT evil.test:443 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".into(),
+            "evil.test",
+            Some(443),
+        ),
+        (
+            format!("GET https://allowed.test:{h}/ HTTP/1.1\r\n\r\n"),
+            "allowed.test",
+            hp,
+        ),
+        (
+            "GET /local HTTP/1.1\r\nHost: allowed.test\r\n\r\n".into(),
+            "allowed.test",
+            Some(80),
+        ),
+        (
+            format!("GET http://api.test:{h}/v1/../admin HTTP/1.1\r\n\r\n"),
+            "api.test",
+            hp,
+        ),
+        (
+            "GET http://evil.test:99999/ HTTP/1.1\r\n\r\n".into(),
+            "evil.test",
+            None,
+        ),
+    ];
+    for (i, (req, host, port)) in cases.iter().enumerate() {
+        let answer = exchange(rig.proxy, req.as_bytes()).await;
+        assert!(
+            answer.status == 400 || answer.status == 403,
+            "{req:?}: {}",
+            answer.status
+        );
+        let audit = audit_at_least(&rig, i + 1).await;
+        assert_eq!(audit.len(), i + 1, "{req:?}: one audit line");
+        let ev = &audit[i];
+        assert_eq!(destination(ev), (host.to_string(), *port), "{req:?}");
+        assert_eq!(ev["status"], answer.status, "{req:?}");
+        assert_eq!(ev["reason"], answer.reason(), "{req:?}");
+    }
+    // Userinfo is never written to the log.
+    let log = std::fs::read_to_string(rig.dir.path().join("audit.jsonl")).expect("audit");
+    assert!(!log.contains("secret"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_destination_is_pending_again_when_its_rule_is_removed() {
+    let up = upstreams().await;
+    let rig = start_proxy(policy(standard_rules(&up), 30), |_| {});
+    let target = format!("new.test:{}", up.echo.port());
+    let id = approval_id(SANDBOX, "new.test", up.echo.port(), None);
+    let (_, answer) = connect(rig.proxy, &target).await;
+    assert_eq!(answer.status, 403);
+    // Approved: the rule is added and the reload settles the record.
+    let mut rules = standard_rules(&up);
+    rules.push(rule(Action::Allow, host("new.test"), &[up.echo.port()]));
+    rig.state.reload(policy(rules, 30)).expect("reload");
+    let (_, answer) = connect(rig.proxy, &target).await;
+    assert_eq!(answer.status, 200);
+    flush(&rig.state).await;
+    assert!(load_approvals(rig.dir.path()).is_empty());
+    assert!(warden_egress::mark_approved(rig.dir.path(), &id).expect("mark"));
+    // The rule is removed from the file: the next refusal is pending again.
+    rig.state
+        .reload(policy(standard_rules(&up), 30))
+        .expect("reload back");
+    let (_, answer) = connect(rig.proxy, &target).await;
+    assert_eq!(answer.status, 403);
+    assert_eq!(answer.header("x-warden-approval"), Some(id.as_str()));
+    flush(&rig.state).await;
+    let pending = load_approvals(rig.dir.path());
+    assert_eq!(
+        pending
+            .iter()
+            .map(|a| (a.id.as_str(), a.status, a.count))
+            .collect::<Vec<_>>(),
+        vec![(id.as_str(), ApprovalStatus::Pending, 2)]
     );
 }

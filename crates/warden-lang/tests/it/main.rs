@@ -89,6 +89,104 @@ fn all_errors_reported_at_once() {
     );
 }
 
+/// Codes, lines and columns of every diagnostic.
+fn located(text: &str) -> Vec<(&'static str, u32, u32)> {
+    let loaded = load(&SourceFile::new("t.kdl", text), &warden_lang::NoFiles);
+    loaded
+        .diagnostics
+        .iter()
+        .map(|d| (d.code, d.loc.line, d.loc.column))
+        .collect()
+}
+
+#[test]
+fn every_problem_of_an_egress_rule_at_once() {
+    let rule = |r: &str| {
+        format!(
+            "image \"i\" {{\n    from-host \"/bin/sh\"\n}}\nsandbox \"s\" {{\n    image \"i\"\n    command \"/bin/sh\"\n    egress {{\n        {r}\n    }}\n}}\n"
+        )
+    };
+    // A bad host does not hide a bad port, nor a bad order.
+    assert_eq!(
+        located(&rule("allow \"*.com\" port=99999 order=\"nope\"")),
+        vec![
+            ("warden::egress::host", 8, 15),
+            ("warden::egress::port", 8, 23),
+            ("warden::reference", 8, 34),
+        ]
+    );
+    // Nor a bad method or path of an `http` rule.
+    assert_eq!(
+        located(&rule("http \"a b\" port=0 methods=\"FETCH\" paths=\"x\"")),
+        vec![
+            ("warden::egress::host", 8, 14),
+            ("warden::egress::port", 8, 20),
+            ("warden::egress::method", 8, 27),
+            ("warden::egress::path", 8, 43),
+        ]
+    );
+    // A valid host with a bad port is still reported (as before).
+    assert_eq!(
+        located(&rule("allow \"a.example\" port=99999")),
+        vec![("warden::egress::port", 8, 27)]
+    );
+}
+
+#[test]
+fn a_missing_name_or_bad_first_value_hides_nothing_else() {
+    // A provider without a name still has its API checked; an order without a name its
+    // autonomy.
+    assert_eq!(
+        located(
+            "provider api=\"grpc\" endpoint=\"https://x.example\"\nstanding-orders {\n    order autonomy=\"maybe\"\n}\n"
+        ),
+        vec![
+            ("warden::syntax::missing-argument", 1, 1),
+            ("warden::provider::api", 1, 10),
+            ("warden::syntax::missing-argument", 3, 5),
+            ("warden::syntax::missing-property", 3, 5),
+            ("warden::orders::autonomy", 3, 11),
+        ]
+    );
+    // An inline test with a bad URL still has its expectation checked; an order test
+    // without an action its expectation too; an env with two non-strings both.
+    let file = "image \"i\" {\n    from-host \"/bin/sh\"\n    env 1 2\n}\nsandbox \"s\" {\n    image \"i\"\n    command \"/bin/sh\"\n    egress {\n        test \"nope\" expect=\"maybe\"\n    }\n}\nstanding-orders {\n    test expect=\"sometimes\"\n}\n";
+    assert_eq!(
+        located(file),
+        vec![
+            ("warden::syntax::type", 3, 9),
+            ("warden::syntax::type", 3, 11),
+            ("warden::test::url", 9, 14),
+            ("warden::test::expect", 9, 21),
+            ("warden::syntax::missing-argument", 13, 5),
+            ("warden::test::expect", 13, 10),
+        ]
+    );
+}
+
+#[test]
+fn a_duplicate_order_is_reported_whatever_else_is_wrong() {
+    let orders = "standing-orders {\n    order \"deploy\" autonomy=\"ask\"\n    order \"deploy\" bounds=\"x\"\n}\n";
+    assert_eq!(
+        located(orders),
+        vec![
+            ("warden::syntax::missing-property", 2, 5),
+            ("warden::syntax::duplicate", 3, 5),
+        ]
+    );
+    // A rule that names an order with a problem of its own is not a second problem.
+    let file = format!(
+        "{orders}image \"i\" {{\n    from-host \"/bin/sh\"\n}}\nsandbox \"s\" {{\n    image \"i\"\n    command \"/bin/sh\"\n    egress {{\n        allow \"a.example\" order=\"deploy\"\n    }}\n}}\n"
+    );
+    assert_eq!(
+        located(&file),
+        vec![
+            ("warden::syntax::missing-property", 2, 5),
+            ("warden::syntax::duplicate", 3, 5),
+        ]
+    );
+}
+
 #[test]
 fn memory_limit_fits_the_oci_spec() {
     let file = |memory: &str| {

@@ -548,7 +548,18 @@ fn compiled_escape_config() -> serde_json::Value {
     assert_eq!(init.landlock.mode, LandlockMode::Required);
     assert_eq!(
         init.landlock.read_write,
-        strings(&["/dev", "/scratch", "/tmp"])
+        strings(&[
+            "/dev/full",
+            "/dev/null",
+            "/dev/ptmx",
+            "/dev/pts",
+            "/dev/random",
+            "/dev/tty",
+            "/dev/urandom",
+            "/dev/zero",
+            "/scratch",
+            "/tmp"
+        ])
     );
     init.landlock.read_write.retain(|p| p != "/scratch");
     *entry = serde_json::json!(format!(

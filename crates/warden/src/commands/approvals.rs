@@ -8,15 +8,48 @@ use crate::ui::Out;
 use std::path::Path;
 use warden_egress::Approval;
 
+/// What waits for a human: the records a sandbox's proxy left pending that the current
+/// file still refuses. One the file allows now (a rule written by hand, a proxy that has
+/// not reloaded yet) is not listed; an approved one whose rule was removed is listed
+/// again once the proxy refuses it again (and marks it pending).
 fn pending(p: &Project) -> Vec<Approval> {
+    let compiled = warden_compile::compile(&p.model, &p.options).ok();
     let mut all: Vec<Approval> = p
         .model
         .sandboxes
         .iter()
         .flat_map(|s| warden_egress::load_approvals(&sandbox_state_dir(p, &s.name)))
+        .filter(|a| !compiled.as_ref().is_some_and(|c| allowed_now(c, a)))
         .collect();
     all.sort_by(|a, b| (a.first_seen, &a.id).cmp(&(b.first_seen, &b.id)));
     all
+}
+
+/// Whether the file's policy for the record's sandbox allows its destination now.
+fn allowed_now(c: &warden_compile::Compiled, a: &Approval) -> bool {
+    let Some(policy) = c
+        .sandboxes
+        .iter()
+        .find(|s| s.name == a.sandbox)
+        .and_then(|s| s.plan.egress.as_ref())
+    else {
+        return false;
+    };
+    let Ok(host) = warden_wire::egress::normalize_host(&a.host) else {
+        return false;
+    };
+    // A plain-HTTP record's path is in its sample: `GET http://host:port/path`.
+    let origin = format!("http://{}:{}", a.host, a.port);
+    let path = a
+        .sample
+        .split_once(&origin)
+        .map_or("/", |(_, p)| if p.is_empty() { "/" } else { p });
+    let verdict = policy.decide(&warden_wire::egress::Request {
+        host: &host,
+        port: a.port,
+        http: a.method.as_deref().map(|m| (m, path)),
+    });
+    matches!(verdict, warden_wire::egress::Verdict::Allow { .. })
 }
 
 pub fn list(out: &Out, path: &Path) -> anyhow::Result<Exit> {
@@ -59,7 +92,7 @@ fn find(p: &Project, id: &str) -> Option<Approval> {
     pending(p).into_iter().find(|a| a.id == id)
 }
 
-pub fn approve(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
+pub fn approve(out: &Out, path: &Path, id: &str, always: bool) -> anyhow::Result<Exit> {
     let p = match project::load(out, path) {
         Ok(p) => p,
         Err(e) => return Ok(e),
@@ -69,44 +102,100 @@ pub fn approve(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
         return Ok(Exit::User);
     };
     let host = a.host.trim_start_matches('[').trim_end_matches(']');
-    let rule = format!(
-        "allow {} port={} reason={}",
-        quote(host),
-        a.port,
-        quote(&format!("approved {} ({})", date(now()), a.id))
-    );
-    let src = match project::read_source(path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(Exit::User);
-        }
+    let reason = match &a.order {
+        Some(order) => format!("approved {} under order `{order}` ({})", date(now()), a.id),
+        None => format!("approved {} ({})", date(now()), a.id),
     };
-    let edited = match warden_lang::edit::add_egress_rule(&src.text, &a.sandbox, &rule) {
+    // A refused plain-HTTP request is approved for its method and path only, not for
+    // the whole host and port.
+    let rule = match (&a.method, http_path(&a.sample)) {
+        (Some(method), Some(p)) => format!(
+            "http {} port={} methods={} paths={} reason={}",
+            quote(host),
+            a.port,
+            quote(method),
+            quote(p),
+            quote(&reason)
+        ),
+        _ => format!(
+            "allow {} port={} reason={}",
+            quote(host),
+            a.port,
+            quote(&reason)
+        ),
+    };
+    let src = match project::read(out, path) {
+        Ok(s) => s,
+        Err(e) => return Ok(e),
+    };
+    // A destination held by an `ask` order: the approving rule goes first, so that it
+    // decides before the order's rule (allow rules are tried in order).
+    let place = if a.order.is_some() {
+        warden_lang::edit::Place::First
+    } else {
+        warden_lang::edit::Place::Last
+    };
+    let edited = match warden_lang::edit::insert_egress_rule(&src.text, &a.sandbox, &rule, place) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: cannot add the rule to `{}`: {e}", path.display());
             return Ok(Exit::User);
         }
     };
+    let load = |text: &str| project::load_text(path, text);
+    let mut rule = rule;
+    let mut check = load(&edited);
+    let mut edited = edited;
+    // The order's own rule names exactly this destination: the new rule would repeat
+    // it, so the approval takes `order=` off that rule instead (one line changes).
+    let duplicate = check
+        .diagnostics
+        .iter()
+        .any(|d| d.code == "warden::egress::duplicate");
+    if let (true, Some(order)) = (duplicate, &a.order)
+        && let Ok(t) = warden_lang::edit::approve_order_rule(
+            &src.text, &a.sandbox, host, a.port, order, &reason,
+        )
+    {
+        rule = format!(
+            "allow {} port={} reason={} (was order={})",
+            quote(host),
+            a.port,
+            quote(&reason),
+            quote(order)
+        );
+        check = load(&t);
+        edited = t;
+    }
     // The edited file must still be valid before it replaces the old one.
-    let check = warden_lang::load(
-        &warden_lang::SourceFile::new(path.display().to_string(), edited.clone()),
-        &project::FsLoader {
-            dir: path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_path_buf(),
-        },
-    );
-    if check.model.is_none() {
+    let Some(model) = check.model.as_ref() else {
         project::report(out, &check.diagnostics);
         eprintln!(
             "error: adding `{rule}` would make `{}` invalid; nothing was changed",
             path.display()
         );
         return Ok(Exit::User);
+    };
+    // ...and its inline tests must still pass.
+    if let Ok(compiled) = warden_compile::compile(model, &p.options) {
+        let failed: Vec<String> = warden_compile::run_tests(model, &compiled)
+            .into_iter()
+            .filter(|r| !r.pass)
+            .map(|r| {
+                format!(
+                    "{}:{}: {} -> {}, expected {}",
+                    r.file, r.line, r.subject, r.actual, r.expected
+                )
+            })
+            .collect();
+        if !failed.is_empty() {
+            eprintln!(
+                "error: adding `{rule}` would make these inline tests of `{}` fail; nothing was changed:\n  {}",
+                path.display(),
+                failed.join("\n  ")
+            );
+            return Ok(Exit::User);
+        }
     }
     if let Err(e) = project::write_atomic(path, edited.as_bytes()) {
         eprintln!(
@@ -115,6 +204,9 @@ pub fn approve(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
             project::io_msg(&e)
         );
         return Ok(Exit::Internal);
+    }
+    if let Some(order) = &a.order {
+        crate::commands::orders::record(&p, order, "approved", &a.sample, Some(&a.sandbox));
     }
     if let Err(e) = warden_egress::mark_approved(&sandbox_state_dir(&p, &a.sandbox), &a.id) {
         eprintln!(
@@ -148,7 +240,22 @@ pub fn approve(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
             path.display()
         );
     }
-    Ok(Exit::Ok)
+    match (&a.order, always) {
+        (Some(order), true) => crate::commands::orders::set(
+            &Out {
+                json: false,
+                diagnostics_as_json: out.diagnostics_as_json,
+            },
+            path,
+            order,
+            warden_wire::orders::Autonomy::Auto,
+        ),
+        (None, true) => {
+            eprintln!("note: no standing order held `{id}`: there is no order to grant");
+            Ok(Exit::Ok)
+        }
+        _ => Ok(Exit::Ok),
+    }
 }
 
 pub fn deny(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
@@ -162,6 +269,9 @@ pub fn deny(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
     };
     match warden_egress::deny_approval(&sandbox_state_dir(&p, &a.sandbox), &a.id) {
         Ok(_) => {
+            if let Some(order) = &a.order {
+                crate::commands::orders::record(&p, order, "denied", &a.sample, Some(&a.sandbox));
+            }
             if out.json {
                 out.json(&serde_json::json!({"id": a.id, "sandbox": a.sandbox, "denied": true}));
             } else {
@@ -177,6 +287,15 @@ pub fn deny(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
             Ok(Exit::Internal)
         }
     }
+}
+
+/// The path of a plain-HTTP refusal's sample (`GET http://host:80/path?q HTTP/1.1` or
+/// `GET http://host:80/path`), without its query.
+fn http_path(sample: &str) -> Option<&str> {
+    let url = sample.split(' ').nth(1)?;
+    let rest = url.strip_prefix("http://")?;
+    let path = &rest[rest.find('/')?..];
+    Some(path.split(['?', '#']).next().unwrap_or(path))
 }
 
 fn quote(s: &str) -> String {
@@ -216,6 +335,18 @@ pub fn date(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::http_path;
+
+    #[test]
+    fn http_paths_of_samples() {
+        assert_eq!(
+            http_path("POST http://pypi.org:80/upload?x=1"),
+            Some("/upload")
+        );
+        assert_eq!(http_path("GET http://h:8080/a/b HTTP/1.1"), Some("/a/b"));
+        assert_eq!(http_path("CONNECT h:443"), None);
+    }
+
     #[test]
     fn dates() {
         assert_eq!(super::date(0), "1970-01-01");

@@ -20,34 +20,43 @@ struct JsonDiag<'a> {
 struct Report<'a> {
     file: String,
     valid: bool,
+    /// The first `project::MAX_SHOWN`; `omitted` counts the rest.
     diagnostics: Vec<JsonDiag<'a>>,
+    omitted: usize,
     sandboxes: usize,
     images: usize,
 }
 
 pub fn run(out: &Out, path: &Path) -> anyhow::Result<Exit> {
-    let src = match project::read_source(path) {
-        Ok(s) => s,
-        Err(e) => {
+    let loaded = match project::read_source(path) {
+        Ok(src) => {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            warden_lang::load(
+                &src,
+                &project::FsLoader {
+                    dir: dir.to_path_buf(),
+                },
+            )
+        }
+        Err(project::SourceError::Io(e)) => {
             eprintln!("error: {e}");
             return Ok(Exit::User);
         }
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let loaded = warden_lang::load(
-        &src,
-        &project::FsLoader {
-            dir: dir.to_path_buf(),
+        // A refused file is reported like any invalid one (in the JSON report too).
+        Err(project::SourceError::Refused(d)) => warden_lang::Loaded {
+            model: None,
+            diagnostics: vec![*d],
         },
-    );
+    };
     let valid = loaded.model.is_some();
     if out.json {
         let diagnostics = loaded
             .diagnostics
             .iter()
+            .take(project::MAX_SHOWN)
             .map(|d| JsonDiag {
                 severity: if d.is_error() { "error" } else { "warning" },
                 code: d.code,
@@ -63,6 +72,7 @@ pub fn run(out: &Out, path: &Path) -> anyhow::Result<Exit> {
             file: path.display().to_string(),
             valid,
             diagnostics,
+            omitted: loaded.diagnostics.len().saturating_sub(project::MAX_SHOWN),
             sandboxes: loaded.model.as_ref().map_or(0, |m| m.sandboxes.len()),
             images: loaded.model.as_ref().map_or(0, |m| m.images.len()),
         });

@@ -113,7 +113,8 @@ pub fn plan_cmd(out: &Out, path: &Path, save: Option<&Path>) -> anyhow::Result<E
 
 /// A saved plan, if `arg` is one (JSON with `"kind": "warden-plan"`).
 fn read_saved_plan(arg: &Path) -> Result<Option<Plan>, String> {
-    let Ok(bytes) = std::fs::read(arg) else {
+    // Read as a warden file is: a larger one is refused when it is loaded as one.
+    let Ok(bytes) = project::read_limited(arg) else {
         return Ok(None);
     };
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {

@@ -4,21 +4,16 @@ use crate::ui::Out;
 use std::path::Path;
 
 pub fn run(out: &Out, path: &Path, check: bool) -> anyhow::Result<Exit> {
-    let src = match project::read_source(path) {
+    let src = match project::read(out, path) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(Exit::User);
-        }
+        Err(e) => return Ok(e),
     };
-    let formatted = match warden_lang::fmt::format(&src.text) {
+    let formatted = match warden_lang::fmt::format_file(&src) {
         Ok(f) => f,
-        Err(_) => {
-            // Show the full diagnostics of the parse failure.
-            let loaded = warden_lang::load(&src, &warden_lang::NoFiles);
-            project::report(out, &loaded.diagnostics);
+        Err(diagnostics) => {
+            project::report(out, &diagnostics);
             eprintln!(
-                "error: `{}` is not valid KDL; nothing was changed",
+                "error: `{}` cannot be formatted; nothing was changed",
                 path.display()
             );
             return Ok(Exit::User);

@@ -4,6 +4,7 @@ pub mod check;
 pub mod deploy;
 pub mod explain;
 pub mod fmt;
+pub mod orders;
 pub mod ps;
 pub mod run;
 pub mod test;

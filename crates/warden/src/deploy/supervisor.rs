@@ -444,7 +444,7 @@ fn run_once(
     }
     match result {
         Ok(code) => (Some(code), None),
-        Err(e) => (None, Some(e.to_string())),
+        Err(e) => (None, Some(e.chain())),
     }
 }
 

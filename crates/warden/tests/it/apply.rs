@@ -523,32 +523,7 @@ fn apply_needs_confirmation_and_a_saved_plan_is_applied_exactly() {
 /// and stderr, like a user's; returns its exit code and everything it wrote there.
 fn in_terminal(cmd: &mut std::process::Command, size: (u16, u16)) -> (i32, String) {
     use std::io::Read;
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let (mut master, mut slave) = (-1, -1);
-    let ws = libc::winsize {
-        ws_row: size.0,
-        ws_col: size.1,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two fds; the winsize pointer is live.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &ws,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both were just opened and are owned by nobody else.
-    let (mut master, slave) = unsafe {
-        (
-            std::fs::File::from_raw_fd(master),
-            OwnedFd::from_raw_fd(slave),
-        )
-    };
+    let (mut master, slave) = super::openpty(size.0, size.1);
     let mut child = cmd
         .stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())

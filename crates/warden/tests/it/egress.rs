@@ -168,7 +168,7 @@ fn allowed_works_refused_is_recorded_and_approval_reaches_the_running_sandbox() 
     assert_eq!(added.len(), 1, "{after}");
     assert!(
         added[0].trim_start().starts_with(&format!(
-            "allow \"upstream.test\" port={port} reason=\"approved "
+            "http \"upstream.test\" port={port} methods=\"GET\" paths=\"/after\" reason=\"approved "
         )),
         "{after}"
     );
@@ -311,4 +311,60 @@ fn approval_reaches_an_applied_sandbox_without_a_restart() {
     let (code, _, err) = run(env.cmd().args(["destroy", "--yes"]).arg(&file));
     assert_eq!(code, 0, "{err}");
     std::mem::forget(keep);
+}
+
+/// `warden approvals` lists what the current file refuses: a pending record the file
+/// allows now is not listed, and lists again once the rule is gone; an approved record is
+/// listed only after the proxy refused it again (and marked it pending).
+#[test]
+fn approvals_list_what_the_current_file_refuses() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let dir = state.join("sandboxes/s");
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = |id: &str, host: &str, status: &str| {
+        serde_json::json!({
+            "id": id, "sandbox": "s", "host": host, "port": 443, "method": null,
+            "reason": "no egress rule allows this destination", "order": null,
+            "count": 2, "first_seen": 100, "last_seen": 200,
+            "sample": format!("CONNECT {host}:443"), "status": status, "status_at": 1
+        })
+    };
+    let store = serde_json::json!({
+        "version": 1,
+        "approvals": [
+            record("aaaaaaaaaaaa", "a.example", "pending"),
+            record("bbbbbbbbbbbb", "b.example", "approved"),
+        ]
+    });
+    std::fs::write(dir.join("approvals.json"), store.to_string()).unwrap();
+    let file = d.path().join("warden.kdl");
+    let listed = |rules: &str| {
+        std::fs::write(
+            &file,
+            format!("{IMAGE}\nsandbox \"s\" {{\n    image \"bb\"\n    command \"/bin/sh\"\n    egress {{\n{rules}    }}\n}}\n"),
+        )
+        .unwrap();
+        let (code, out, err) = run(warden()
+            .env("WARDEN_STATE_DIR", &state)
+            .args(["approvals", "--json"])
+            .arg(&file));
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(""), vec!["aaaaaaaaaaaa"]);
+    // The rule is in the file now (written by hand): nothing waits for a human.
+    assert_eq!(
+        listed("        allow \"a.example\"\n"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        listed("        allow \"b.example\"\n"),
+        vec!["aaaaaaaaaaaa"]
+    );
 }

@@ -6,7 +6,7 @@
 use super::egress::Env;
 use super::run;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -215,6 +215,56 @@ fn mount_points_that_cannot_be_made_and_missing_binds_exit_1_naming_the_path() {
         ),
         "{err}"
     );
+    // A filesystem that cannot idmap (sysfs): read-only works with the host's owners, a
+    // writable bind is refused with what to do.
+    let bind_sysfs = |writable: bool| {
+        std::fs::write(
+            &file,
+            format!(
+                "{IMAGE}\nsandbox \"s\" {{\n    image \"bb\"\n    command \"/bin/busybox\" \"true\"\n    filesystem {{\n        bind \"/sys/kernel/mm\" at=\"/sandbox/mm\" writable=#{writable}\n    }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        run(env.cmd().arg("run").arg(&file).args([
+            "--",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "busybox ls /sandbox/mm | busybox grep -c . ",
+        ]))
+    };
+    let (code, out, err) = bind_sysfs(false);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().parse::<u32>().unwrap() > 0, "{out}");
+    let (code, _, err) = bind_sysfs(true);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "the filesystem of `/sys/kernel/mm` cannot idmap, so the writable bind at `/sandbox/mm`"
+        ),
+        "{err}"
+    );
+    // A cache the sandbox's root cannot reach: refused before anything starts.
+    let closed = env.dir.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut cmd = env.cmd();
+    cmd.env("WARDEN_CACHE_DIR", closed.join("cache"));
+    let (code, _, err) = run(cmd
+        .arg("run")
+        .arg(super::repo().join("examples/quickstart.kdl"))
+        .args(["--", "/bin/true"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot reach its root filesystem `{}",
+            closed.join("cache/bundles").display()
+        )) && err.contains(&format!(
+            "`{}` has mode 0700; give it `o+x`",
+            closed.display()
+        )),
+        "{err}"
+    );
 }
 
 /// A warden process on a new pseudo-terminal that is its controlling terminal, as from a
@@ -229,31 +279,7 @@ struct Terminal {
 
 impl Terminal {
     fn spawn(cmd: &mut std::process::Command, size: (u16, u16)) -> Terminal {
-        let (mut master, mut slave) = (-1, -1);
-        let ws = libc::winsize {
-            ws_row: size.0,
-            ws_col: size.1,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: openpty writes two fds; the winsize pointer is live.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                &ws,
-            )
-        };
-        assert_eq!(rc, 0);
-        // SAFETY: both just opened, owned by nobody else.
-        let (master, slave) = unsafe {
-            (
-                std::fs::File::from_raw_fd(master),
-                OwnedFd::from_raw_fd(slave),
-            )
-        };
+        let (master, slave) = super::openpty(size.0, size.1);
         cmd.stdin(slave.try_clone().unwrap())
             .stdout(slave.try_clone().unwrap())
             .stderr(slave);
@@ -433,4 +459,27 @@ fn the_writable_places_of_strict_and_solo_sandboxes_are_exactly_the_declared_one
         (0, "null\nzero\nrandom\nurandom\nno-shm-no-mqueue\n"),
         "{err}"
     );
+}
+
+#[test]
+fn a_sandboxs_state_and_audit_are_readable_by_root_only() {
+    let env = Env::new();
+    let (code, _, err) = run(env
+        .cmd()
+        .arg("run")
+        .arg(super::repo().join("examples/quickstart.kdl"))
+        .args(["--", "/bin/true"]));
+    assert_eq!(code, 0, "{err}");
+    let dir = env.dir.path().join("state/sandboxes/hello");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&env.dir.path().join("state/sandboxes")), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert!(
+        files.iter().any(|f| f.file_name() == "audit.jsonl"),
+        "{files:?}"
+    );
+    for f in files {
+        assert_eq!(mode(&f.path()) & 0o077, 0, "{}", f.path().display());
+    }
 }
