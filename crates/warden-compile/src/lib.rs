@@ -189,6 +189,7 @@ pub(crate) fn inference_policy(model: &Model, s: &Sandbox) -> Option<inference::
                 key_env: p.key_env.clone(),
                 key_file: p.key_file.clone(),
                 ca: p.ca.clone(),
+                key_secret: p.key_secret.clone(),
             })
             .collect(),
         routes: inf
@@ -260,6 +261,14 @@ fn sandbox(
         inference: inference_policy(model, s),
         orders: orders.clone(),
         host_dirs,
+        secret_env: s
+            .secret_env
+            .iter()
+            .map(|e| warden_wire::sandbox::SecretEnv {
+                name: e.name.clone(),
+                secret: e.secret.clone(),
+            })
+            .collect(),
     };
     Ok(CompiledSandbox {
         name: s.name.clone(),

@@ -31,6 +31,19 @@ pub struct SandboxPlan {
     /// Host directories the runtime creates (mode 0700, owned by the sandbox's mapped
     /// user) before start: tenant volumes and bind sources that must exist.
     pub host_dirs: Vec<HostDir>,
+    /// Environment variables whose values are secrets of the sandbox's tenant: read from
+    /// the tenant's store and handed to the container's process each time it starts,
+    /// never written into `config.json` or any other file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<SecretEnv>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretEnv {
+    /// The environment variable.
+    pub name: String,
+    /// The tenant's secret holding its value.
+    pub secret: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
