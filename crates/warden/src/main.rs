@@ -126,6 +126,27 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// A tenant's secrets, sealed under the state directory (`WARDEN_KEK_FILE` names the
+    /// key-encryption key).
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
+    /// The audit store: approvals, denials, orders, secrets, refused logins, egress.
+    Audit {
+        /// Only this tenant's events.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this sandbox's events.
+        #[arg(long)]
+        sandbox: Option<String>,
+        /// Only events of this kind (e.g. `approval-approved`, `login-refused`, `egress`).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only events at or after this time (unix seconds).
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        since: Option<u64>,
+    },
     /// The supervisor of one applied sandbox (started by `apply`).
     #[command(hide = true)]
     Supervise { launch: PathBuf },
@@ -137,6 +158,18 @@ enum OrdersAction {
     Grant { name: String, file: Option<PathBuf> },
     /// A human first again (`autonomy="ask"`).
     Revoke { name: String, file: Option<PathBuf> },
+}
+
+#[derive(Subcommand)]
+enum SecretAction {
+    /// Store a secret; the value is read from stdin (one trailing newline dropped).
+    Set { tenant: String, name: String },
+    /// The tenant's secrets: names and data key versions, never values.
+    Ls { tenant: String },
+    /// Remove a secret.
+    Rm { tenant: String, name: String },
+    /// A new data key for the tenant: new secrets use it, old ones keep opening.
+    Rotate { tenant: String },
 }
 
 pub enum Exit {
@@ -221,6 +254,26 @@ fn main() -> ExitCode {
         Command::Ps => commands::ps::ps(&out),
         Command::Logs { name, follow, tail } => commands::ps::logs(&name, follow, tail),
         Command::Exec { name, tty, command } => commands::ps::exec(&name, tty, command),
+        Command::Secret { action } => match action {
+            SecretAction::Set { tenant, name } => commands::secret::set(&out, &tenant, &name),
+            SecretAction::Ls { tenant } => commands::secret::ls(&out, &tenant),
+            SecretAction::Rm { tenant, name } => commands::secret::rm(&out, &tenant, &name),
+            SecretAction::Rotate { tenant } => commands::secret::rotate(&out, &tenant),
+        },
+        Command::Audit {
+            tenant,
+            sandbox,
+            kind,
+            since,
+        } => commands::audit::query(
+            &out,
+            commands::audit::Query {
+                tenant,
+                sandbox,
+                kind,
+                since,
+            },
+        ),
         Command::Supervise { launch } => Ok(Exit::Code(deploy::supervisor::main(&launch))),
     };
     match result {

@@ -2,11 +2,13 @@
 
 mod apply;
 mod approve;
+mod audit;
 mod egress;
 mod examples;
 mod lang;
 mod mounts;
 mod runtime;
+mod secret;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
