@@ -132,6 +132,17 @@ enum Command {
         #[command(subcommand)]
         action: SecretAction,
     },
+    /// The control API over HTTP(S): tenants' sandboxes, approvals, orders, secrets and
+    /// audit, for bearer tokens checked against the file's `auth` node.
+    Serve {
+        file: Option<PathBuf>,
+        /// Address and port to listen on.
+        #[arg(long, default_value = "127.0.0.1:8700", value_name = "ADDR")]
+        listen: String,
+        /// Disconnect a client that has not sent a request's head in this time.
+        #[arg(long, value_name = "DURATION")]
+        header_timeout: Option<String>,
+    },
     /// The audit store: approvals, denials, orders, secrets, refused logins, egress.
     Audit {
         /// Only this tenant's events.
@@ -260,6 +271,18 @@ fn main() -> ExitCode {
             SecretAction::Rm { tenant, name } => commands::secret::rm(&out, &tenant, &name),
             SecretAction::Rotate { tenant } => commands::secret::rotate(&out, &tenant),
         },
+        Command::Serve {
+            file,
+            listen,
+            header_timeout,
+        } => commands::serve::serve(
+            &out,
+            &project::file(file),
+            commands::serve::Options {
+                listen,
+                header_timeout,
+            },
+        ),
         Command::Audit {
             tenant,
             sandbox,

@@ -73,6 +73,14 @@ pub fn in_scope(p: &Project, sandbox: &str, scope: Option<&str>) -> bool {
     }
 }
 
+/// The pending approvals of the sandboxes of tenant `scope` (all when `None`).
+pub fn pending_in(p: &Project, scope: Option<&str>) -> Vec<Approval> {
+    pending(p)
+        .into_iter()
+        .filter(|a| in_scope(p, &a.sandbox, scope))
+        .collect()
+}
+
 /// Why an approval, a denial or an order change did not happen. Shared by the CLI
 /// (which prints it) and the control API (which answers it).
 #[derive(Debug)]

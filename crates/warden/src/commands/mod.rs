@@ -9,4 +9,5 @@ pub mod orders;
 pub mod ps;
 pub mod run;
 pub mod secret;
+pub mod serve;
 pub mod test;

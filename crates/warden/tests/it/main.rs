@@ -9,6 +9,7 @@ mod lang;
 mod mounts;
 mod runtime;
 mod secret;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
