@@ -467,7 +467,16 @@ async fn set_secret(State(app): State<Arc<App>>, id: Ident, p: Path, body: Body)
                     "the body did not arrive in time",
                 ));
             }
-            Ok(Err(_)) => return Ok(too_large(max)),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Ok(too_large(max));
+            }
+            Ok(Err(_)) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the body could not be read",
+                ));
+            }
             Ok(Ok(c)) => c.to_bytes(),
         };
         let (b, actor) = (app.backend.clone(), id.subject.clone());

@@ -645,6 +645,7 @@ fn a_tenant_sees_and_changes_nothing_of_another() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["sandbox"], "acme-agent");
+    assert_eq!(r.json()["file"], Value::Null, "the server's path leaked");
     let file = std::fs::read_to_string(s.env.file()).unwrap();
     assert!(
         file.contains("allow \"pypi.org\" port=443 reason=\"approved "),
@@ -1044,6 +1045,24 @@ fn slow_clients_are_cut_off_while_others_are_served() {
         assert_eq!(r.status, 200);
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
+    // A connection kept open after its answer is cut off the same way.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: idle\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500) && t.elapsed() < Duration::from_secs(5),
+        "idle connection closed after {:?}",
+        t.elapsed()
+    );
     for h in slow {
         let (took, finished) = h.join().unwrap();
         assert!(!finished, "a slow client sent its whole head");
