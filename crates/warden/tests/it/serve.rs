@@ -1075,15 +1075,51 @@ fn slow_clients_are_cut_off_while_others_are_served() {
     }
 }
 
+/// Destroys what the test applied, passed or not.
+struct Applied<'a>(&'a Setup);
+
+impl Drop for Applied<'_> {
+    fn drop(&mut self) {
+        let _ = run(self
+            .0
+            .env
+            .cmd()
+            .args(["destroy", "--yes"])
+            .arg(self.0.env.file()));
+    }
+}
+
+/// Root: applies both tenants' sandboxes.
 #[test]
-fn metrics_are_the_tenants_own() {
+fn sandboxes_and_metrics_are_the_tenants_own() {
     let s = Setup::new("");
+    let (code, _, err) = run(s.env.cmd().args(["apply", "--yes"]).arg(s.env.file()));
+    let _applied = Applied(&s);
+    assert_eq!(code, 0, "{err}");
     let srv = s.serve();
     let viewer = s.token("victor@acme.example", "acme");
-    assert_eq!(
-        get(srv.addr, "/v1/tenants/acme/sandboxes", &viewer).status,
-        200
-    );
+    let r = get(srv.addr, "/v1/tenants/acme/sandboxes", &viewer);
+    assert_eq!(r.status, 200);
+    let rows = r.json();
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme-agent"]);
+    assert_eq!(rows[0]["tenant"], "acme");
+    // The same row `warden ps --json` shows.
+    let (_, ps, _) = run(s.env.cmd().args(["--json", "ps"]));
+    let ps: Value = serde_json::from_str(&ps).unwrap();
+    let theirs = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "acme-agent")
+        .unwrap();
+    assert_eq!(theirs["image_digest"], rows[0]["image_digest"]);
+    assert_eq!(theirs["file"], rows[0]["file"]);
     let r = get(srv.addr, "/metrics", &viewer);
     assert_eq!(r.status, 200);
     assert!(
@@ -1100,6 +1136,10 @@ fn metrics_are_the_tenants_own() {
     );
     assert!(
         text.contains("warden_api_requests_total{tenant=\"acme\",code=\"200\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE warden_sandboxes gauge\nwarden_sandboxes{tenant=\"acme\",state=\""),
         "{text}"
     );
     assert!(!text.contains("globex"), "{text}");
