@@ -190,6 +190,7 @@ pub(crate) fn inference_policy(model: &Model, s: &Sandbox) -> Option<inference::
                 key_env: p.key_env.clone(),
                 key_file: p.key_file.clone(),
                 ca: p.ca.clone(),
+                key_secret: p.key_secret.clone(),
             })
             .collect(),
         routes: inf
@@ -262,6 +263,14 @@ fn sandbox(
         orders: orders.clone(),
         host_dirs,
         files: agents::bundle_files(s),
+        secret_env: s
+            .secret_env
+            .iter()
+            .map(|e| warden_wire::sandbox::SecretEnv {
+                name: e.name.clone(),
+                secret: e.secret.clone(),
+            })
+            .collect(),
     };
     Ok(CompiledSandbox {
         name: s.name.clone(),

@@ -18,6 +18,7 @@ const TOP: &[&str] = &[
     "sandbox",
     "tenant",
     "standing-orders",
+    "auth",
 ];
 const SANDBOX: &[&str] = &[
     "image",
@@ -59,6 +60,7 @@ const INFERENCE: &[&str] = &["route", "privacy", "limits", "test"];
 const TENANT: &[&str] = &["sandboxes", "users", "volume", "role"];
 const ORDERS: &[&str] = &["order", "test"];
 const ROLES: &[&str] = &["admin", "operator", "viewer"];
+const AUTH: &[&str] = &["issuer", "audience", "jwks", "hs256-key-file", "tls"];
 
 /// Capabilities a file may keep, with `CAP_` prefix.
 const CAPABILITIES: &[&str] = &[
@@ -94,6 +96,8 @@ struct Merged<'a> {
     defaults: BTreeMap<String, Vec<(N<'a>, String)>>,
     orders: Vec<N<'a>>,
     order_tests: Vec<N<'a>>,
+    /// The last file's `auth` node, with that file's directory.
+    auth: Option<(N<'a>, String)>,
 }
 
 pub(crate) fn decode(
@@ -145,6 +149,9 @@ pub(crate) fn decode(
             model.order_tests.push(t);
         }
     }
+    if let Some((n, base)) = &merged.auth {
+        model.auth = auth(cx, n, base);
+    }
     for n in &merged.tenants {
         if let Some(t) = tenant(cx, n) {
             model.tenants.push(t);
@@ -171,6 +178,11 @@ pub(crate) fn decode(
             .collect(),
         providers: merged.providers.iter().filter_map(first_str).collect(),
         orders: order_names.into_iter().map(|(n, _)| n).collect(),
+        secret_keys: model
+            .providers
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.key_secret.clone()?)))
+            .collect(),
         tenant_of,
         tenants: model.tenants.clone(),
     };
@@ -188,6 +200,8 @@ pub(crate) struct Names {
     /// Each image's environment (a sandbox's `HOME` may come from it).
     image_env: HashMap<String, Vec<(String, String)>>,
     providers: Vec<String>,
+    /// Providers whose key is a tenant secret, with the secret's name.
+    secret_keys: HashMap<String, String>,
     orders: Vec<String>,
     tenant_of: HashMap<String, String>,
     tenants: Vec<Tenant>,
@@ -271,6 +285,24 @@ fn merge<'a>(files: &'a [(FileCx, KdlDocument, String)], cx: &mut Cx) -> Merged<
                             .or_default()
                             .push((c, base.clone()));
                     }
+                }
+                "auth" => {
+                    if let Some((prev, _)) = &m.auth
+                        && std::ptr::eq(prev.file, n.file)
+                    {
+                        let (line, _) = fcx.file.line_col(prev.name_span().offset());
+                        cx.push(
+                            n.diag(
+                                "warden::syntax::duplicate",
+                                n.name_span(),
+                                "`auth` is declared twice",
+                                "declared again here",
+                            )
+                            .help(format!("the first declaration is on line {line}")),
+                        );
+                        continue;
+                    }
+                    m.auth = Some((n, base.clone()));
                 }
                 "standing-orders" => {
                     n.check_props(cx, &[]);
@@ -578,6 +610,11 @@ fn env(cx: &mut Cx, n: &N<'_>) -> Option<(String, String)> {
     let (Some(k), Some(v)) = (k, v) else {
         return None;
     };
+    check_env_name(cx, n, key, &k)?;
+    Some((k, v))
+}
+
+fn check_env_name(cx: &mut Cx, n: &N<'_>, key: &kdl::KdlEntry, k: &str) -> Option<()> {
     let valid = !k.is_empty()
         && !k.as_bytes()[0].is_ascii_digit()
         && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -599,11 +636,66 @@ fn env(cx: &mut Cx, n: &N<'_>) -> Option<(String, String)> {
         ));
         return None;
     }
-    Some((k, v))
+    Some(())
+}
+
+/// `env NAME secret=SECRET` in a sandbox: the value comes from the secret store of the
+/// sandbox's tenant when the sandbox starts.
+fn secret_env(cx: &mut Cx, n: &N<'_>, sandbox: &str, tenant: Option<&str>) -> Option<SecretEnv> {
+    n.check_props(cx, &["secret"]);
+    n.no_children(cx);
+    if !n.check_args(
+        cx,
+        1,
+        1,
+        "a name and a secret: `env \"NAME\" secret=\"SECRET\"`",
+    ) {
+        return None;
+    }
+    let key = n.args().next()?;
+    let k = want_str(cx, n, key, "an environment variable name")?;
+    check_env_name(cx, n, key, &k)?;
+    let (secret, sp) = str_prop(cx, n, "secret")?;
+    if !secret_name_ok(&secret) {
+        cx.push(n.diag(
+            "warden::secret::name",
+            sp,
+            format!("invalid secret name `{secret}`"),
+            "letters, digits, `-` and `_`, not starting with `-`, at most 128",
+        ));
+        return None;
+    }
+    if tenant.is_none() {
+        cx.push(
+            n.diag(
+                "warden::secret::tenant",
+                sp,
+                format!("sandbox `{sandbox}` belongs to no tenant, and secrets live in a tenant's store"),
+                "no tenant to read it from",
+            )
+            .help(format!("claim the sandbox in a tenant: `tenant \"NAME\" {{ sandboxes \"{sandbox}\" }}`, and store the value with `warden secret set NAME {secret}`")),
+        );
+        return None;
+    }
+    Some(SecretEnv { name: k, secret })
+}
+
+/// Secret names as the store takes them (`warden-secrets`): letters, digits, `-` and
+/// `_`, not starting with `-`, at most 128.
+fn secret_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
-    n.check_props(cx, &["api", "endpoint", "key-env", "key-file", "ca"]);
+    n.check_props(
+        cx,
+        &["api", "endpoint", "key-env", "key-file", "key-secret", "ca"],
+    );
     n.no_children(cx);
     let name = name_arg(cx, n, "a provider name");
     if let Some((name, span)) = &name {
@@ -681,6 +773,27 @@ fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
         ));
         return None;
     }
+    let key_secret = str_prop(cx, n, "key-secret");
+    if let Some((secret, sp)) = &key_secret {
+        if key_env.is_some() || key_file.is_some() {
+            cx.push(n.diag(
+                "warden::provider::key",
+                *sp,
+                "a provider takes its key from one of `key-env`, `key-file` or `key-secret`",
+                "second key source",
+            ));
+            return None;
+        }
+        if !secret_name_ok(secret) {
+            cx.push(n.diag(
+                "warden::secret::name",
+                *sp,
+                format!("invalid secret name `{secret}`"),
+                "letters, digits, `-` and `_`, not starting with `-`, at most 128",
+            ));
+            return None;
+        }
+    }
     Some(Provider {
         name: name?.0,
         loc: n.loc(),
@@ -689,6 +802,7 @@ fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
         key_env,
         key_file: key_file.map(|k| k.0),
         ca: ca.map(|c| c.0),
+        key_secret: key_secret.map(|k| k.0),
     })
 }
 
@@ -817,6 +931,7 @@ fn sandbox(
         image: String::new(),
         command: Vec::new(),
         env: Vec::new(),
+        secret_env: Vec::new(),
         user: defaults::USER,
         group: defaults::GROUP,
         workdir: defaults::WORKDIR.into(),
@@ -898,10 +1013,18 @@ fn sandbox(
                     }
                 }
             }
+            "env" if c.prop("secret").is_some() => {
+                if let Some(e) = secret_env(cx, &c, &s.name, s.tenant.as_deref()) {
+                    s.env.retain(|(k, _)| *k != e.name);
+                    s.secret_env.retain(|x| x.name != e.name);
+                    s.secret_env.push(e);
+                }
+            }
             "env" => {
                 if let Some(kv) = env(cx, &c) {
                     env_nodes.push((kv.0.clone(), c));
                     s.env.retain(|(k, _)| *k != kv.0);
+                    s.secret_env.retain(|x| x.name != kv.0);
                     s.env.push(kv);
                 }
             }
@@ -1076,7 +1199,9 @@ fn sandbox(
                 }
             }
             "egress" => s.egress = Some(egress(cx, &c, names)),
-            "inference" => s.inference = Some(inference(cx, &c, names)),
+            "inference" => {
+                s.inference = Some(inference(cx, &c, names, &s.name, s.tenant.as_deref()))
+            }
             _ => n.unknown_child(cx, &c, SANDBOX),
         }
     }
@@ -1877,7 +2002,48 @@ fn deny_covers(deny: &Target, allow: &Target) -> bool {
     }
 }
 
-fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
+/// A provider whose key is a secret reads it from the store of the sandbox's tenant: a
+/// sandbox without a tenant cannot route to it.
+fn secret_key_needs_tenant<'p>(
+    cx: &mut Cx,
+    c: &N<'_>,
+    span: SourceSpan,
+    names: &Names,
+    providers: impl IntoIterator<Item = &'p String>,
+    sandbox: &str,
+    tenant: Option<&str>,
+) {
+    if tenant.is_some() {
+        return;
+    }
+    let Some((provider, secret)) = providers
+        .into_iter()
+        .find_map(|p| Some((p, names.secret_keys.get(p)?)))
+    else {
+        return;
+    };
+    cx.push(
+        c.diag(
+            "warden::secret::tenant",
+            span,
+            format!(
+                "sandbox `{sandbox}` belongs to no tenant, and the key of provider `{provider}` is the tenant secret `{secret}`"
+            ),
+            "no tenant to read the key from",
+        )
+        .help(format!(
+            "claim the sandbox in a tenant: `tenant \"NAME\" {{ sandboxes \"{sandbox}\" }}`"
+        )),
+    );
+}
+
+fn inference(
+    cx: &mut Cx,
+    n: &N<'_>,
+    names: &Names,
+    sandbox: &str,
+    tenant: Option<&str>,
+) -> Inference {
     n.check_props(cx, &[]);
     n.check_args(cx, 0, 0, "no arguments");
     let mut inf = Inference {
@@ -1915,6 +2081,10 @@ fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
                             unknown_ref(cx, &c, sp, "provider", p, &names.providers);
                         }
                     }
+                }
+                if let Some((p, sp)) = &to {
+                    let all = std::iter::once(p).chain(fallback.iter());
+                    secret_key_needs_tenant(cx, &c, *sp, names, all, sandbox, tenant);
                 }
                 if let (Some((model, _)), Some((provider, _))) = (model, to) {
                     inf.routes.push(Route {
@@ -1973,6 +2143,9 @@ fn inference(cx: &mut Cx, n: &N<'_>, names: &Names) -> Inference {
                 {
                     unknown_ref(cx, &c, *sp, "provider", p, &names.providers);
                     continue;
+                }
+                if let Some((p, sp)) = &to {
+                    secret_key_needs_tenant(cx, &c, *sp, names, [p], sandbox, tenant);
                 }
                 let action = match str_prop(cx, &c, "action") {
                     None => Some(PrivacyAction::Block),
@@ -2084,6 +2257,128 @@ fn inference_limits(cx: &mut Cx, n: &N<'_>, l: &mut InferenceLimits) {
             Err(e) => cx.push(n.diag("warden::inference::idle-timeout", sp, e, "not a duration")),
         }
     }
+}
+
+/// `auth { issuer ... audience ... jwks ... hs256-key-file ... tls ... }`.
+fn auth(cx: &mut Cx, n: &N<'_>, base: &str) -> Option<Auth> {
+    n.check_props(cx, &[]);
+    n.check_args(cx, 0, 0, "no arguments");
+    let mut a = Auth {
+        loc: n.loc(),
+        issuer: String::new(),
+        audience: String::new(),
+        jwks: None,
+        hs256_key_file: None,
+        tls: None,
+        base: base.to_string(),
+    };
+    let mut ok = true;
+    let mut seen: HashMap<&str, SourceSpan> = HashMap::new();
+    for c in n.children() {
+        let kind = c.name();
+        if !AUTH.contains(&kind) {
+            n.unknown_child(cx, &c, AUTH);
+            ok = false;
+            continue;
+        }
+        if seen.insert(kind, c.name_span()).is_some() {
+            cx.push(
+                c.diag(
+                    "warden::syntax::duplicate",
+                    c.name_span(),
+                    format!("`{kind}` given twice in `auth`"),
+                    "again here",
+                )
+                .help("keep one"),
+            );
+            ok = false;
+            continue;
+        }
+        if kind == "tls" {
+            c.check_props(cx, &["cert", "key"]);
+            c.check_args(cx, 0, 0, "no arguments, only `cert=` and `key=`");
+            c.no_children(cx);
+            let cert = req_str(
+                cx,
+                &c,
+                "cert",
+                "the PEM certificate chain, e.g. cert=\"/etc/warden/tls/cert.pem\"",
+            );
+            let key = req_str(
+                cx,
+                &c,
+                "key",
+                "the PEM private key, e.g. key=\"/etc/warden/tls/key.pem\"",
+            );
+            match (cert, key) {
+                (Some((cert, _)), Some((key, _))) => a.tls = Some(Tls { cert, key }),
+                _ => ok = false,
+            }
+            continue;
+        }
+        c.check_props(cx, &[]);
+        c.no_children(cx);
+        let what = match kind {
+            "issuer" => "the `iss` tokens carry, e.g. \"https://login.example.com\"",
+            "audience" => "the `aud` tokens carry, e.g. \"warden\"",
+            "jwks" => "a JWKS file of public keys, e.g. \"./jwks.json\"",
+            _ => "a file holding the HS256 secret",
+        };
+        let Some((v, sp)) = name_arg(cx, &c, what) else {
+            ok = false;
+            continue;
+        };
+        if v.is_empty() {
+            cx.push(c.diag(
+                "warden::auth::empty",
+                sp,
+                format!("`{kind}` is empty"),
+                "empty",
+            ));
+            ok = false;
+            continue;
+        }
+        match kind {
+            "issuer" => a.issuer = v,
+            "audience" => a.audience = v,
+            "jwks" => a.jwks = Some(v),
+            _ => a.hs256_key_file = Some(v),
+        }
+    }
+    for (field, value, help) in [
+        ("issuer", &a.issuer, "issuer \"https://login.example.com\""),
+        ("audience", &a.audience, "audience \"warden\""),
+    ] {
+        if value.is_empty() && !seen.contains_key(field) {
+            cx.push(
+                n.diag(
+                    "warden::auth::missing",
+                    n.name_span(),
+                    format!("`auth` needs `{field}`: tokens are checked against it"),
+                    format!("no `{field}`"),
+                )
+                .help(format!("add `{help}`")),
+            );
+            ok = false;
+        }
+    }
+    if a.jwks.is_none()
+        && a.hs256_key_file.is_none()
+        && !seen.contains_key("jwks")
+        && !seen.contains_key("hs256-key-file")
+    {
+        cx.push(
+            n.diag(
+                "warden::auth::keys",
+                n.name_span(),
+                "`auth` names no keys to check tokens with",
+                "no `jwks` or `hs256-key-file`",
+            )
+            .help("add `jwks \"./jwks.json\"` (EdDSA, ES256, RS256 public keys) or `hs256-key-file \"/etc/warden/hs256.key\"`"),
+        );
+        ok = false;
+    }
+    ok.then_some(a)
 }
 
 fn tenant(cx: &mut Cx, n: &N<'_>) -> Option<Tenant> {

@@ -43,6 +43,34 @@ pub struct Model {
     pub order_tests: Vec<OrderTest>,
     /// Layouts the file built on, in order (names or paths as written).
     pub layouts: Vec<String>,
+    /// Who may use the control API (`warden serve`); `None`: no API.
+    pub auth: Option<Auth>,
+}
+
+/// `auth { ... }`: the keys `warden serve` checks bearer tokens against, and its TLS.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub loc: Loc,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// An `aud` every token must carry.
+    pub audience: String,
+    /// A JWKS file of public keys (Ed25519, P-256, RSA), as written.
+    pub jwks: Option<String>,
+    /// A file holding an HS256 secret, as written; the only way HS256 is accepted.
+    pub hs256_key_file: Option<String>,
+    pub tls: Option<Tls>,
+    /// Directory of the declaring file ("" for the main file): relative paths resolve
+    /// here.
+    pub base: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// PEM certificate chain, as written.
+    pub cert: String,
+    /// PEM private key, as written.
+    pub key: String,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +98,9 @@ pub struct Provider {
     pub key_file: Option<String>,
     /// Absolute path of a PEM file of extra CAs for the endpoint.
     pub ca: Option<String>,
+    /// `key-secret=`: a secret of the tenant of the sandbox whose router calls the
+    /// provider.
+    pub key_secret: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +110,9 @@ pub struct Sandbox {
     pub image: String,
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// `env NAME secret=SECRET`: set from the tenant's secret store when the sandbox
+    /// starts, never written into the bundle.
+    pub secret_env: Vec<SecretEnv>,
     pub user: u32,
     pub group: u32,
     pub workdir: String,
@@ -141,6 +175,14 @@ impl Sandbox {
             .or_else(|| find(image_env))
             .or_else(|| (!self.agents.is_empty()).then_some(defaults::AGENT_HOME))
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretEnv {
+    /// The environment variable.
+    pub name: String,
+    /// The secret of the sandbox's tenant that holds its value.
+    pub secret: String,
 }
 
 #[derive(Debug, Clone, Default)]

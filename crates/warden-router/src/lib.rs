@@ -71,7 +71,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use upstream::{EnvLookup, Upstream};
+pub use upstream::KeySource;
+use upstream::{KeyLookup, Upstream};
 use warden_wire::inference::{Api, Detector, InferencePolicy, PrivacyAction};
 
 /// Errors from making, reloading or serving a router.
@@ -135,7 +136,7 @@ struct Live {
 }
 
 impl Live {
-    fn new(policy: InferencePolicy, env: &EnvLookup) -> Result<Live, RouterError> {
+    fn new(policy: InferencePolicy, env: &KeyLookup) -> Result<Live, RouterError> {
         if policy.version != warden_wire::WIRE_VERSION {
             return Err(RouterError::Version {
                 found: policy.version,
@@ -169,7 +170,7 @@ pub struct Router {
     config: RouterConfig,
     pub(crate) audit: Box<dyn AuditSink>,
     pub(crate) limits: Limits,
-    env: Box<EnvLookup>,
+    keys: Box<KeyLookup>,
 }
 
 impl std::fmt::Debug for Router {
@@ -191,21 +192,36 @@ impl Router {
         Router::with_env(policy, config, audit, |k| std::env::var(k).ok())
     }
 
-    /// A router reading `key-env` keys through `env` (at start and on each reload).
+    /// A router reading `key-env` keys through `env` (at start and on each reload); a
+    /// provider with `key-secret` fails.
     pub fn with_env(
         policy: InferencePolicy,
         config: RouterConfig,
         audit: impl AuditSink,
         env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
     ) -> Result<Arc<Router>, RouterError> {
-        let env: Box<EnvLookup> = Box::new(env);
-        let live = Live::new(policy, &*env)?;
+        Router::with_keys(policy, config, audit, move |k| match k {
+            KeySource::Env(var) => env(var),
+            KeySource::Secret(_) => None,
+        })
+    }
+
+    /// A router asking `keys` for `key-env` and `key-secret` keys (at start and on each
+    /// reload): its host reads its environment and the tenant's secret store.
+    pub fn with_keys(
+        policy: InferencePolicy,
+        config: RouterConfig,
+        audit: impl AuditSink,
+        keys: impl Fn(KeySource<'_>) -> Option<String> + Send + Sync + 'static,
+    ) -> Result<Arc<Router>, RouterError> {
+        let keys: Box<KeyLookup> = Box::new(keys);
+        let live = Live::new(policy, &*keys)?;
         Ok(Arc::new(Router {
             live: ArcSwap::from_pointee(live),
             config,
             audit: Box::new(audit),
             limits: Limits::default(),
-            env,
+            keys,
         }))
     }
 
@@ -225,7 +241,7 @@ impl Router {
                 expected: current.policy.sandbox.clone(),
             });
         }
-        let live = Live::new(policy, &*self.env)?;
+        let live = Live::new(policy, &*self.keys)?;
         self.live.store(Arc::new(live));
         Ok(())
     }

@@ -56,10 +56,19 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-pub(crate) type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
+/// Where a provider's key comes from, as the router's host is asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource<'a> {
+    /// `key-env=`: an environment variable of the router's process.
+    Env(&'a str),
+    /// `key-secret=`: a secret of the sandbox's tenant.
+    Secret(&'a str),
+}
+
+pub(crate) type KeyLookup = dyn Fn(KeySource<'_>) -> Option<String> + Send + Sync;
 
 impl Upstream {
-    pub(crate) fn new(p: &Provider, env: &EnvLookup) -> Result<Upstream, RouterError> {
+    pub(crate) fn new(p: &Provider, env: &KeyLookup) -> Result<Upstream, RouterError> {
         let bad = |reason: String| RouterError::Endpoint {
             provider: p.name.clone(),
             endpoint: p.endpoint.clone(),
@@ -192,20 +201,23 @@ impl Upstream {
 
 /// The key, read once when the router is made (or reloaded): a missing one is an error
 /// now, not a 401 on some later request.
-fn read_key(p: &Provider, env: &EnvLookup) -> Result<Option<Key>, RouterError> {
-    let raw = match (&p.key_env, &p.key_file) {
-        (Some(_), Some(_)) => {
-            return Err(RouterError::Key {
-                provider: p.name.clone(),
-                reason: "both `key-env` and `key-file` are set".into(),
-            });
+fn read_key(p: &Provider, keys: &KeyLookup) -> Result<Option<Key>, RouterError> {
+    let err = |reason: String| RouterError::Key {
+        provider: p.name.clone(),
+        reason,
+    };
+    let raw = match (&p.key_env, &p.key_file, &p.key_secret) {
+        (None, None, None) => return Ok(None),
+        (Some(var), None, None) => keys(KeySource::Env(var))
+            .ok_or_else(|| err(format!("environment variable `{var}` is not set")))?,
+        (None, Some(path), None) => read_key_file(&p.name, path)?,
+        (None, None, Some(secret)) => keys(KeySource::Secret(secret))
+            .ok_or_else(|| err(format!("the tenant's secret `{secret}` cannot be read")))?,
+        _ => {
+            return Err(err(
+                "more than one of `key-env`, `key-file` and `key-secret` is set".into(),
+            ));
         }
-        (None, None) => return Ok(None),
-        (Some(var), None) => env(var).ok_or_else(|| RouterError::Key {
-            provider: p.name.clone(),
-            reason: format!("environment variable `{var}` is not set"),
-        })?,
-        (None, Some(path)) => read_key_file(&p.name, path)?,
     };
     let raw = raw.trim();
     if raw.is_empty() {

@@ -128,6 +128,10 @@ pub struct RunOptions {
     /// mode while the sandbox runs and restored on every way out, and window size
     /// changes follow.
     pub tty: bool,
+    /// `NAME=value` entries added to the process's environment in the spec handed to
+    /// libcontainer only: never in the `config.json` copy of the run or any other file.
+    /// For secrets read when the sandbox starts; `Debug` shows their names.
+    pub secret_env: Vec<String>,
 }
 
 impl RunOptions {
@@ -146,6 +150,7 @@ impl RunOptions {
             namespaces: None,
             kill_after: None,
             tty: false,
+            secret_env: Vec::new(),
         }
     }
 }
@@ -172,6 +177,14 @@ impl fmt::Debug for RunOptions {
             .field("namespaces", &self.namespaces)
             .field("kill_after", &self.kill_after)
             .field("tty", &self.tty)
+            .field(
+                "secret_env",
+                &self
+                    .secret_env
+                    .iter()
+                    .map(|e| e.split('=').next().unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -415,11 +428,14 @@ fn create_start_wait(
             .as_init(copy)
             .with_systemd(false)
             .with_start_at_once(at_once)
-            .with_spec(if opts.tty {
-                with_terminal(run.spec.clone())
-            } else {
-                run.spec.clone()
-            })
+            .with_spec(with_secret_env(
+                if opts.tty {
+                    with_terminal(run.spec.clone())
+                } else {
+                    run.spec.clone()
+                },
+                &opts.secret_env,
+            ))
             .build()
     };
     // The container's mount namespace holds the sandbox's mounts now.
@@ -670,6 +686,26 @@ struct InitExecutor;
 fn with_terminal(mut spec: Spec) -> Spec {
     if let Some(mut p) = spec.process().clone() {
         p.set_terminal(Some(true));
+        spec.set_process(Some(p));
+    }
+    spec
+}
+
+/// The spec with `secret_env` appended to the process's environment (replacing entries
+/// of the same name). Only ever handed to libcontainer in memory.
+fn with_secret_env(mut spec: Spec, secret_env: &[String]) -> Spec {
+    if secret_env.is_empty() {
+        return spec;
+    }
+    if let Some(mut p) = spec.process().clone() {
+        let names: Vec<&str> = secret_env
+            .iter()
+            .map(|e| e.split('=').next().unwrap_or_default())
+            .collect();
+        let mut env = p.env().clone().unwrap_or_default();
+        env.retain(|e| !names.contains(&e.split('=').next().unwrap_or_default()));
+        env.extend(secret_env.iter().cloned());
+        p.set_env(Some(env));
         spec.set_process(Some(p));
     }
     spec

@@ -45,6 +45,10 @@ pub struct Provider {
     /// the public roots (absolute path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+    /// A secret of the sandbox's tenant holding the key (`key-secret=`); the router gets
+    /// it through the lookup its host hands it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

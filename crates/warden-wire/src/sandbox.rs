@@ -45,6 +45,11 @@ pub struct SandboxPlan {
     /// bound read-only where the agent reads it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<BundleFile>,
+    /// Environment variables whose values are secrets of the sandbox's tenant: read from
+    /// the tenant's store and handed to the container's process each time it starts,
+    /// never written into `config.json` or any other file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<SecretEnv>,
 }
 
 /// One file of [`SandboxPlan::files`].
@@ -53,6 +58,14 @@ pub struct BundleFile {
     /// Relative to the bundle (`agents/codex/config.toml`), as the spec's bind names it.
     pub path: String,
     pub content: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretEnv {
+    /// The environment variable.
+    pub name: String,
+    /// The tenant's secret holding its value.
+    pub secret: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -127,6 +127,38 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// A tenant's secrets, sealed under the state directory (`WARDEN_KEK_FILE` names the
+    /// key-encryption key).
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
+    /// The control API over HTTP(S): tenants' sandboxes, approvals, orders, secrets and
+    /// audit, for bearer tokens checked against the file's `auth` node.
+    Serve {
+        file: Option<PathBuf>,
+        /// Address and port to listen on.
+        #[arg(long, default_value = "127.0.0.1:8700", value_name = "ADDR")]
+        listen: String,
+        /// Disconnect a client that has not sent a request's head in this time.
+        #[arg(long, value_name = "DURATION")]
+        header_timeout: Option<String>,
+    },
+    /// The audit store: approvals, denials, orders, secrets, refused logins, egress.
+    Audit {
+        /// Only this tenant's events.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this sandbox's events.
+        #[arg(long)]
+        sandbox: Option<String>,
+        /// Only events of this kind (e.g. `approval-approved`, `login-refused`, `egress`).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only events at or after this time (unix seconds).
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        since: Option<u64>,
+    },
     /// The supervisor of one applied sandbox (started by `apply`).
     #[command(hide = true)]
     Supervise { launch: PathBuf },
@@ -138,6 +170,18 @@ enum OrdersAction {
     Grant { name: String, file: Option<PathBuf> },
     /// A human first again (`autonomy="ask"`).
     Revoke { name: String, file: Option<PathBuf> },
+}
+
+#[derive(Subcommand)]
+enum SecretAction {
+    /// Store a secret; the value is read from stdin (one trailing newline dropped).
+    Set { tenant: String, name: String },
+    /// The tenant's secrets: names and data key versions, never values.
+    Ls { tenant: String },
+    /// Remove a secret.
+    Rm { tenant: String, name: String },
+    /// A new data key for the tenant: new secrets use it, old ones keep opening.
+    Rotate { tenant: String },
 }
 
 pub enum Exit {
@@ -222,6 +266,38 @@ fn main() -> ExitCode {
         Command::Ps => commands::ps::ps(&out),
         Command::Logs { name, follow, tail } => commands::ps::logs(&name, follow, tail),
         Command::Exec { name, tty, command } => commands::ps::exec(&name, tty, command),
+        Command::Secret { action } => match action {
+            SecretAction::Set { tenant, name } => commands::secret::set(&out, &tenant, &name),
+            SecretAction::Ls { tenant } => commands::secret::ls(&out, &tenant),
+            SecretAction::Rm { tenant, name } => commands::secret::rm(&out, &tenant, &name),
+            SecretAction::Rotate { tenant } => commands::secret::rotate(&out, &tenant),
+        },
+        Command::Serve {
+            file,
+            listen,
+            header_timeout,
+        } => commands::serve::serve(
+            &out,
+            &project::file(file),
+            commands::serve::Options {
+                listen,
+                header_timeout,
+            },
+        ),
+        Command::Audit {
+            tenant,
+            sandbox,
+            kind,
+            since,
+        } => commands::audit::query(
+            &out,
+            commands::audit::Query {
+                tenant,
+                sandbox,
+                kind,
+                since,
+            },
+        ),
         Command::Supervise { launch } => Ok(Exit::Code(deploy::supervisor::main(&launch))),
     };
     match result {

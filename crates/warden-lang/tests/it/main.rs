@@ -307,3 +307,108 @@ fn approve_edits_keep_everything_else() {
             .contains("`nope` is not declared")
     );
 }
+
+const TENANT_AGENT: &str = "image \"i\" {\n    from-host \"/bin/sh\"\n}\nsandbox \"s\" {\n    image \"i\"\n    command \"/bin/sh\"\n    env \"PLAIN\" \"1\"\n    env \"TOKEN\" \"placeholder\"\n    env \"TOKEN\" secret=\"github-token\"\n}\ntenant \"acme\" {\n    sandboxes \"s\"\n    users uid=200000 count=65536\n}\n";
+
+#[test]
+fn secret_env_needs_a_tenant_and_replaces_a_plain_value() {
+    let m = ok(TENANT_AGENT);
+    let s = &m.sandboxes[0];
+    assert_eq!(s.env, [("PLAIN".to_string(), "1".to_string())]);
+    assert_eq!(
+        s.secret_env,
+        [warden_lang::model::SecretEnv {
+            name: "TOKEN".into(),
+            secret: "github-token".into()
+        }]
+    );
+    // Without the tenant, the file is refused where `secret=` is written.
+    let alone = TENANT_AGENT.split("tenant").next().unwrap();
+    assert_eq!(errors(alone), [("warden::secret::tenant", 9)]);
+    assert_eq!(
+        errors(&TENANT_AGENT.replace("secret=\"github-token\"", "secret=\"../x\"")),
+        [("warden::secret::name", 9)]
+    );
+    assert_eq!(
+        errors(&TENANT_AGENT.replace("secret=\"github-token\"", "\"v\" secret=\"x\"")),
+        [("warden::syntax::extra-argument", 9)]
+    );
+}
+
+#[test]
+fn provider_key_secret_is_one_key_source_and_needs_a_tenant_where_routed() {
+    let provider = "provider \"p\" api=\"openai\" endpoint=\"https://llm.example/v1\" key-secret=\"OPENAI_KEY\"\n";
+    let routed = TENANT_AGENT.replace(
+        "    env \"PLAIN\" \"1\"\n",
+        "    inference {\n        route \"*\" to=\"p\"\n    }\n",
+    );
+    let m = ok(&format!("{provider}{routed}"));
+    assert_eq!(m.providers[0].key_secret.as_deref(), Some("OPENAI_KEY"));
+    let no_tenant = routed.split("tenant").next().unwrap().replace(
+        "    env \"TOKEN\" \"placeholder\"\n    env \"TOKEN\" secret=\"github-token\"\n",
+        "",
+    );
+    assert_eq!(
+        errors(&format!("{provider}{no_tenant}")),
+        [("warden::secret::tenant", 9)]
+    );
+    // A fallback provider counts too.
+    let fallback = no_tenant.replace(
+        "route \"*\" to=\"p\"",
+        "route \"*\" to=\"q\" fallback=\"p\"",
+    );
+    let q = "provider \"q\" api=\"openai\" endpoint=\"https://other.example/v1\"\n";
+    assert_eq!(
+        errors(&format!("{provider}{q}{fallback}")),
+        [("warden::secret::tenant", 10)]
+    );
+    let both = provider.replace("key-secret", "key-env=\"K\" key-secret");
+    // The provider is dropped, so the route names an unknown provider as well.
+    assert_eq!(
+        errors(&format!("{both}{routed}")),
+        [("warden::provider::key", 1), ("warden::reference", 9)]
+    );
+}
+
+#[test]
+fn auth_names_issuer_audience_and_keys() {
+    let m = ok(
+        "auth {\n    issuer \"https://login.example\"\n    audience \"warden\"\n    jwks \"./jwks.json\"\n    tls cert=\"./c.pem\" key=\"/etc/k.pem\"\n}\n",
+    );
+    let a = m.auth.expect("auth");
+    assert_eq!(
+        (a.issuer.as_str(), a.audience.as_str(), a.jwks.as_deref()),
+        ("https://login.example", "warden", Some("./jwks.json"))
+    );
+    let tls = a.tls.expect("tls");
+    assert_eq!(
+        (tls.cert.as_str(), tls.key.as_str()),
+        ("./c.pem", "/etc/k.pem")
+    );
+    assert!(a.hs256_key_file.is_none());
+    let hs = ok(
+        "auth {\n    issuer \"i\"\n    audience \"a\"\n    hs256-key-file \"/etc/warden/hs\"\n}\n",
+    );
+    assert_eq!(
+        hs.auth.unwrap().hs256_key_file.as_deref(),
+        Some("/etc/warden/hs")
+    );
+    assert_eq!(
+        errors("auth {\n    issuer \"i\"\n    audience \"a\"\n}\n"),
+        [("warden::auth::keys", 1)]
+    );
+    assert_eq!(
+        errors("auth {\n    audience \"a\"\n    jwks \"j\"\n}\n"),
+        [("warden::auth::missing", 1)]
+    );
+    assert_eq!(
+        errors("auth {\n    issuer \"i\"\n    audience \"a\"\n    jwks \"j\"\n    jwks \"k\"\n}\n"),
+        [("warden::syntax::duplicate", 5)]
+    );
+    assert_eq!(
+        errors(
+            "auth {\n    issuer \"i\"\n    audience \"a\"\n    jwks \"j\"\n}\nauth {\n    issuer \"i\"\n    audience \"a\"\n    jwks \"j\"\n}\n"
+        ),
+        [("warden::syntax::duplicate", 6)]
+    );
+}

@@ -383,6 +383,61 @@ async fn a_key_file_key_is_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_secret_is_asked_of_the_host_and_sent() {
+    let up = mock(|_| Reply::Json(200, "{}".into())).await;
+    let mut p = provider("o", Api::Openai, &format!("{}/v1", up.url("http")));
+    p.key_env = None;
+    p.key_secret = Some("OPENAI_KEY".into());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keys = {
+        let asked = asked.clone();
+        move |k: warden_router::KeySource<'_>| {
+            asked.lock().unwrap().push(format!("{k:?}"));
+            match k {
+                warden_router::KeySource::Secret("OPENAI_KEY") => Some("sk-from-store".into()),
+                _ => None,
+            }
+        }
+    };
+    let router = Router::with_keys(
+        policy(vec![p.clone()], vec![route("*", "o")], vec![]),
+        RouterConfig::default(),
+        warden_router::NoAudit,
+        keys,
+    )
+    .expect("router");
+    assert_eq!(*asked.lock().unwrap(), ["Secret(\"OPENAI_KEY\")"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind router");
+    let handle = warden_router::spawn(listener, router).expect("spawn");
+    let (status, _, _) = Client::connect(handle.local_addr())
+        .await
+        .call(
+            "POST",
+            "/v1/responses",
+            &[],
+            r#"{"model":"gpt-5","input":"hi"}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        up.seen()[0].header("authorization"),
+        Some("Bearer sk-from-store")
+    );
+    // Without a store (a router made with `with_env`), the secret is an error at start.
+    let err = Router::with_env(
+        policy(vec![p], vec![route("*", "o")], vec![]),
+        RouterConfig::default(),
+        warden_router::NoAudit,
+        |_| None,
+    )
+    .expect_err("no store");
+    assert_eq!(
+        err.to_string(),
+        "provider `o`: no key: the tenant's secret `OPENAI_KEY` cannot be read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_is_not_json_is_refused_in_the_callers_format() {
     let up = mock(|_| ok_message()).await;
     let mut r = start(policy(

@@ -282,6 +282,7 @@ pub fn provider(name: &str, api: Api, endpoint: &str) -> Provider {
         ),
         key_file: None,
         ca: None,
+        key_secret: None,
     }
 }
 

@@ -88,18 +88,120 @@ pub fn list(out: &Out, path: &Path) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn find(p: &Project, id: &str) -> Option<Approval> {
-    pending(p).into_iter().find(|a| a.id == id)
+fn find(p: &Project, id: &str, scope: Option<&str>) -> Option<Approval> {
+    pending(p)
+        .into_iter()
+        .filter(|a| in_scope(p, &a.sandbox, scope))
+        .find(|a| a.id == id)
 }
 
-pub fn approve(out: &Out, path: &Path, id: &str, always: bool) -> anyhow::Result<Exit> {
-    let p = match project::load(out, path) {
-        Ok(p) => p,
-        Err(e) => return Ok(e),
-    };
-    let Some(a) = find(&p, id) else {
-        eprintln!("error: no pending approval `{id}` (see `warden approvals`)");
-        return Ok(Exit::User);
+/// Whether `sandbox` belongs to tenant `scope` (any sandbox when `None`).
+pub fn in_scope(p: &Project, sandbox: &str, scope: Option<&str>) -> bool {
+    match scope {
+        None => true,
+        Some(t) => p
+            .model
+            .sandbox(sandbox)
+            .is_some_and(|s| s.tenant.as_deref() == Some(t)),
+    }
+}
+
+/// The pending approvals of the sandboxes of tenant `scope` (all when `None`).
+pub fn pending_in(p: &Project, scope: Option<&str>) -> Vec<Approval> {
+    pending(p)
+        .into_iter()
+        .filter(|a| in_scope(p, &a.sandbox, scope))
+        .collect()
+}
+
+/// Why an approval, a denial or an order change did not happen. Shared by the CLI
+/// (which prints it) and the control API (which answers it).
+#[derive(Debug)]
+pub enum OpError {
+    /// No such approval or order (within the scope).
+    NotFound(String),
+    /// The change would break the file: invalid, or an inline test would fail.
+    Refused {
+        message: String,
+        diagnostics: Vec<warden_lang::Diagnostic>,
+    },
+    /// The file cannot be read or written.
+    Internal(String),
+}
+
+impl From<project::SourceError> for OpError {
+    fn from(e: project::SourceError) -> Self {
+        match e {
+            project::SourceError::Io(m) => OpError::Internal(m),
+            project::SourceError::Refused(d) => OpError::Refused {
+                message: d.message.clone(),
+                diagnostics: vec![*d],
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpError::NotFound(m) | OpError::Internal(m) => f.write_str(m),
+            OpError::Refused { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+/// The CLI's rendering of an [`OpError`].
+pub fn print_error(out: &Out, e: &OpError) -> Exit {
+    match e {
+        OpError::NotFound(m) => {
+            eprintln!("error: {m}");
+            Exit::User
+        }
+        OpError::Refused {
+            message,
+            diagnostics,
+        } => {
+            project::report(out, diagnostics);
+            eprintln!("error: {message}");
+            Exit::User
+        }
+        OpError::Internal(m) => {
+            eprintln!("error: {m}");
+            Exit::Internal
+        }
+    }
+}
+
+/// What an approval did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Approved {
+    pub id: String,
+    pub sandbox: String,
+    pub rule: String,
+    pub file: String,
+    pub reloaded: bool,
+    /// The standing order that held it.
+    pub order: Option<String>,
+    /// What went wrong after the file was written (the change stands).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Approves pending approval `id` of a sandbox of tenant `scope` (any when `None`): the
+/// narrowest rule that allows it goes into the sandbox's `egress` block in `path`,
+/// unless the edited file would be invalid or fail an inline test; recorded as done by
+/// `actor`.
+pub fn approve_op(
+    p: &Project,
+    path: &Path,
+    id: &str,
+    scope: Option<&str>,
+    actor: &str,
+) -> Result<Approved, OpError> {
+    let Some(a) = find(p, id, scope) else {
+        return Err(OpError::NotFound(format!(
+            "no pending approval `{id}` (see `warden approvals`)"
+        )));
     };
     let host = a.host.trim_start_matches('[').trim_end_matches(']');
     let reason = match &a.order {
@@ -124,10 +226,7 @@ pub fn approve(out: &Out, path: &Path, id: &str, always: bool) -> anyhow::Result
             quote(&reason)
         ),
     };
-    let src = match project::read(out, path) {
-        Ok(s) => s,
-        Err(e) => return Ok(e),
-    };
+    let src = project::read_source(path)?;
     // A destination held by an `ask` order: the approving rule goes first, so that it
     // decides before the order's rule (allow rules are tried in order).
     let place = if a.order.is_some() {
@@ -135,13 +234,11 @@ pub fn approve(out: &Out, path: &Path, id: &str, always: bool) -> anyhow::Result
     } else {
         warden_lang::edit::Place::Last
     };
-    let edited = match warden_lang::edit::insert_egress_rule(&src.text, &a.sandbox, &rule, place) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot add the rule to `{}`: {e}", path.display());
-            return Ok(Exit::User);
-        }
-    };
+    let edited = warden_lang::edit::insert_egress_rule(&src.text, &a.sandbox, &rule, place)
+        .map_err(|e| OpError::Refused {
+            message: format!("cannot add the rule to `{}`: {e}", path.display()),
+            diagnostics: Vec::new(),
+        })?;
     let load = |text: &str| project::load_text(path, text);
     let mut rule = rule;
     let mut check = load(&edited);
@@ -169,12 +266,13 @@ pub fn approve(out: &Out, path: &Path, id: &str, always: bool) -> anyhow::Result
     }
     // The edited file must still be valid before it replaces the old one.
     let Some(model) = check.model.as_ref() else {
-        project::report(out, &check.diagnostics);
-        eprintln!(
-            "error: adding `{rule}` would make `{}` invalid; nothing was changed",
-            path.display()
-        );
-        return Ok(Exit::User);
+        return Err(OpError::Refused {
+            message: format!(
+                "adding `{rule}` would make `{}` invalid; nothing was changed",
+                path.display()
+            ),
+            diagnostics: check.diagnostics,
+        });
     };
     // ...and its inline tests must still pass.
     if let Ok(compiled) = warden_compile::compile(model, &p.options) {
@@ -189,55 +287,106 @@ pub fn approve(out: &Out, path: &Path, id: &str, always: bool) -> anyhow::Result
             })
             .collect();
         if !failed.is_empty() {
-            eprintln!(
-                "error: adding `{rule}` would make these inline tests of `{}` fail; nothing was changed:\n  {}",
-                path.display(),
-                failed.join("\n  ")
-            );
-            return Ok(Exit::User);
+            return Err(OpError::Refused {
+                message: format!(
+                    "adding `{rule}` would make these inline tests of `{}` fail; nothing was changed:\n  {}",
+                    path.display(),
+                    failed.join("\n  ")
+                ),
+                diagnostics: Vec::new(),
+            });
         }
     }
-    if let Err(e) = project::write_atomic(path, edited.as_bytes()) {
-        eprintln!(
-            "error: cannot write `{}`: {}",
+    project::write_atomic(path, edited.as_bytes()).map_err(|e| {
+        OpError::Internal(format!(
+            "cannot write `{}`: {}",
             path.display(),
             project::io_msg(&e)
-        );
-        return Ok(Exit::Internal);
-    }
+        ))
+    })?;
+    let mut warnings = Vec::new();
     if let Some(order) = &a.order {
-        crate::commands::orders::record(&p, order, "approved", &a.sample, Some(&a.sandbox));
+        crate::commands::orders::record(p, order, "approved", &a.sample, Some(&a.sandbox), actor);
     }
-    if let Err(e) = warden_egress::mark_approved(&sandbox_state_dir(&p, &a.sandbox), &a.id) {
-        eprintln!(
-            "warning: the rule was added but the approval could not be marked: {}",
+    let tenant = p.model.sandbox(&a.sandbox).and_then(|s| s.tenant.clone());
+    if let Err(e) = crate::commands::audit::record(
+        Path::new(&p.options.state_dir),
+        actor,
+        tenant.as_deref(),
+        Some(&a.sandbox),
+        warden_audit::Detail::ApprovalApproved {
+            approval: a.id.clone(),
+            destination: destination(&a),
+            rule: rule.clone(),
+            order: a.order.clone(),
+        },
+    ) {
+        warnings.push(format!(
+            "the approval was not recorded in the audit store: {e}"
+        ));
+    }
+    if let Err(e) = warden_egress::mark_approved(&sandbox_state_dir(p, &a.sandbox), &a.id) {
+        warnings.push(format!(
+            "the rule was added but the approval could not be marked: {}",
             project::io_msg(&e)
-        );
+        ));
     }
     // A sandbox applied from this file takes the rule now; `warden run` follows the file.
     let reloaded = match crate::commands::deploy::reload_applied(path, &a.sandbox) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!(
-                "warning: the rule was added but the applied sandbox `{}` was not reloaded ({e}); run `warden apply`",
+            warnings.push(format!(
+                "the rule was added but the applied sandbox `{}` was not reloaded ({e}); run `warden apply`",
                 a.sandbox
-            );
+            ));
             false
         }
     };
-    if reloaded && !out.json {
+    Ok(Approved {
+        id: a.id,
+        sandbox: a.sandbox,
+        rule,
+        file: path.display().to_string(),
+        reloaded,
+        order: a.order,
+        warnings,
+    })
+}
+
+/// `host:port`, after the method for plain HTTP.
+fn destination(a: &Approval) -> String {
+    match &a.method {
+        Some(m) => format!("{m} {}:{}", a.host, a.port),
+        None => format!("{}:{}", a.host, a.port),
+    }
+}
+
+pub fn approve(out: &Out, path: &Path, id: &str, always: bool) -> anyhow::Result<Exit> {
+    let p = match project::load(out, path) {
+        Ok(p) => p,
+        Err(e) => return Ok(e),
+    };
+    let a = match approve_op(&p, path, id, None, &crate::commands::orders::actor()) {
+        Ok(a) => a,
+        Err(e) => return Ok(print_error(out, &e)),
+    };
+    for w in &a.warnings {
+        eprintln!("warning: {w}");
+    }
+    if a.reloaded && !out.json {
         eprintln!(
             "reloaded the egress policy of the applied sandbox `{}`",
             a.sandbox
         );
     }
     if out.json {
-        out.json(&serde_json::json!({"id": a.id, "sandbox": a.sandbox, "rule": rule, "file": path.display().to_string(), "reloaded": reloaded}));
+        out.json(&serde_json::json!({"id": a.id, "sandbox": a.sandbox, "rule": a.rule, "file": a.file, "reloaded": a.reloaded}));
     } else {
         eprintln!(
-            "added to sandbox `{}` in `{}`: {rule}",
+            "added to sandbox `{}` in `{}`: {}",
             a.sandbox,
-            path.display()
+            path.display(),
+            a.rule
         );
     }
     match (&a.order, always) {
@@ -258,34 +407,77 @@ pub fn approve(out: &Out, path: &Path, id: &str, always: bool) -> anyhow::Result
     }
 }
 
+/// What a denial did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Denied {
+    pub id: String,
+    pub sandbox: String,
+    pub destination: String,
+    pub denied: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Refuses pending approval `id` (of a sandbox of tenant `scope`) for good.
+pub fn deny_op(p: &Project, id: &str, scope: Option<&str>, actor: &str) -> Result<Denied, OpError> {
+    let Some(a) = find(p, id, scope) else {
+        return Err(OpError::NotFound(format!(
+            "no pending approval `{id}` (see `warden approvals`)"
+        )));
+    };
+    warden_egress::deny_approval(&sandbox_state_dir(p, &a.sandbox), &a.id).map_err(|e| {
+        OpError::Internal(format!("cannot record the denial: {}", project::io_msg(&e)))
+    })?;
+    if let Some(order) = &a.order {
+        crate::commands::orders::record(p, order, "denied", &a.sample, Some(&a.sandbox), actor);
+    }
+    let mut warnings = Vec::new();
+    let tenant = p.model.sandbox(&a.sandbox).and_then(|s| s.tenant.clone());
+    if let Err(e) = crate::commands::audit::record(
+        Path::new(&p.options.state_dir),
+        actor,
+        tenant.as_deref(),
+        Some(&a.sandbox),
+        warden_audit::Detail::ApprovalDenied {
+            approval: a.id.clone(),
+            destination: destination(&a),
+            order: a.order.clone(),
+        },
+    ) {
+        warnings.push(format!(
+            "the denial was not recorded in the audit store: {e}"
+        ));
+    }
+    Ok(Denied {
+        destination: format!("{}:{}", a.host, a.port),
+        id: a.id,
+        sandbox: a.sandbox,
+        denied: true,
+        warnings,
+    })
+}
+
 pub fn deny(out: &Out, path: &Path, id: &str) -> anyhow::Result<Exit> {
     let p = match project::load(out, path) {
         Ok(p) => p,
         Err(e) => return Ok(e),
     };
-    let Some(a) = find(&p, id) else {
-        eprintln!("error: no pending approval `{id}` (see `warden approvals`)");
-        return Ok(Exit::User);
-    };
-    match warden_egress::deny_approval(&sandbox_state_dir(&p, &a.sandbox), &a.id) {
-        Ok(_) => {
-            if let Some(order) = &a.order {
-                crate::commands::orders::record(&p, order, "denied", &a.sample, Some(&a.sandbox));
+    match deny_op(&p, id, None, &crate::commands::orders::actor()) {
+        Ok(d) => {
+            for w in &d.warnings {
+                eprintln!("warning: {w}");
             }
             if out.json {
-                out.json(&serde_json::json!({"id": a.id, "sandbox": a.sandbox, "denied": true}));
+                out.json(&serde_json::json!({"id": d.id, "sandbox": d.sandbox, "denied": true}));
             } else {
                 eprintln!(
-                    "denied `{}:{}` for sandbox `{}`; it will not be listed again",
-                    a.host, a.port, a.sandbox
+                    "denied `{}` for sandbox `{}`; it will not be listed again",
+                    d.destination, d.sandbox
                 );
             }
             Ok(Exit::Ok)
         }
-        Err(e) => {
-            eprintln!("error: cannot record the denial: {}", project::io_msg(&e));
-            Ok(Exit::Internal)
-        }
+        Err(e) => Ok(print_error(out, &e)),
     }
 }
 

@@ -273,6 +273,9 @@ impl Engine<'_> {
             restart: d.restart,
             image_digest: d.image_digest.clone(),
             policies: d.policies.clone(),
+            tenant: d.tenant.clone(),
+            secret_env: d.compiled.plan.secret_env.clone(),
+            state_dir: self.paths.state_dir.clone(),
         }
     }
 

@@ -1,4 +1,5 @@
 pub mod approvals;
+pub mod audit;
 pub mod build;
 pub mod check;
 pub mod deploy;
@@ -7,4 +8,6 @@ pub mod fmt;
 pub mod orders;
 pub mod ps;
 pub mod run;
+pub mod secret;
+pub mod serve;
 pub mod test;

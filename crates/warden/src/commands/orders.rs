@@ -3,6 +3,7 @@
 //! (approvals and denials of what an `ask` order held, grants, revokes).
 
 use crate::Exit;
+use crate::commands::approvals::OpError;
 use crate::project::{self, Project};
 use crate::ui::Out;
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,8 @@ fn history_path(p: &Project) -> PathBuf {
         .join("history.jsonl")
 }
 
-fn actor() -> String {
+/// Who runs the CLI: the user behind `sudo`, else the login name, else the uid.
+pub fn actor() -> String {
     for k in ["SUDO_USER", "USER", "LOGNAME"] {
         if let Ok(v) = std::env::var(k)
             && !v.is_empty()
@@ -53,13 +55,20 @@ fn now() -> u64 {
 
 /// Appends a decision to the history (0600, in a 0700 directory). Failing to record is
 /// reported but does not undo the decision.
-pub fn record(p: &Project, order: &str, decision: &str, what: &str, sandbox: Option<&str>) {
+pub fn record(
+    p: &Project,
+    order: &str,
+    decision: &str,
+    what: &str,
+    sandbox: Option<&str>,
+    actor: &str,
+) {
     let path = history_path(p);
     let line = Decision {
         at: now(),
         order: order.to_string(),
         decision: decision.to_string(),
-        actor: actor(),
+        actor: actor.to_string(),
         what: what.to_string(),
         sandbox: sandbox.map(str::to_string),
     };
@@ -193,78 +202,144 @@ pub fn list(out: &Out, path: &Path) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// `warden orders grant|revoke NAME [FILE]`: sets the order's autonomy in the file (one
-/// line), records the decision, and reloads applied sandboxes; `warden run` follows the
-/// file by itself.
-pub fn set(out: &Out, path: &Path, name: &str, autonomy: Autonomy) -> anyhow::Result<Exit> {
-    let p = match project::load(out, path) {
-        Ok(p) => p,
-        Err(e) => return Ok(e),
+/// Whether tenant `scope` may change order `name`: the order gates egress rules of the
+/// tenant's sandboxes and of no other sandbox (a change would reach them too). Any
+/// order when `scope` is `None`.
+pub fn order_in_scope(p: &Project, name: &str, scope: Option<&str>) -> bool {
+    let Some(tenant) = scope else {
+        return true;
     };
-    let Some(order) = p.model.orders.iter().find(|o| o.name == name) else {
-        let names: Vec<&str> = p.model.orders.iter().map(|o| o.name.as_str()).collect();
-        eprintln!(
-            "error: no standing order `{name}` in `{}`; it declares: {}",
+    let users: Vec<&warden_lang::model::Sandbox> = p
+        .model
+        .sandboxes
+        .iter()
+        .filter(|s| {
+            s.egress
+                .as_ref()
+                .is_some_and(|e| e.rules.iter().any(|r| r.order.as_deref() == Some(name)))
+        })
+        .collect();
+    !users.is_empty() && users.iter().all(|s| s.tenant.as_deref() == Some(tenant))
+}
+
+/// The tenant whose sandboxes alone follow order `name`, if one is.
+fn order_tenant(p: &Project, name: &str) -> Option<String> {
+    p.model
+        .tenants
+        .iter()
+        .find(|t| order_in_scope(p, name, Some(&t.name)))
+        .map(|t| t.name.clone())
+}
+
+/// What `grant` or `revoke` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OrderSet {
+    pub order: String,
+    pub autonomy: &'static str,
+    pub changed: bool,
+    pub reloaded: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Sets order `name`'s autonomy in the file (one line), records the decision by `actor`
+/// and reloads applied sandboxes that follow it. Orders outside tenant `scope` (see
+/// [`order_in_scope`]) are not found.
+pub fn set_op(
+    p: &Project,
+    path: &Path,
+    name: &str,
+    autonomy: Autonomy,
+    scope: Option<&str>,
+    actor: &str,
+) -> Result<OrderSet, OpError> {
+    let order = p
+        .model
+        .orders
+        .iter()
+        .find(|o| o.name == name)
+        .filter(|_| order_in_scope(p, name, scope));
+    let Some(order) = order else {
+        let names: Vec<&str> = p
+            .model
+            .orders
+            .iter()
+            .map(|o| o.name.as_str())
+            .filter(|o| order_in_scope(p, o, scope))
+            .collect();
+        return Err(OpError::NotFound(format!(
+            "no standing order `{name}` in `{}`; it declares: {}",
             path.display(),
             if names.is_empty() {
                 "none".to_string()
             } else {
                 names.join(", ")
             }
-        );
-        return Ok(Exit::User);
+        )));
     };
     let (verb, done) = match autonomy {
         Autonomy::Auto => ("grant", "granted"),
         _ => ("revoke", "revoked"),
     };
     if order.autonomy == autonomy {
-        if !out.json {
-            eprintln!("order `{name}` is already `{}`", autonomy.as_str());
-        } else {
-            out.json(&serde_json::json!({"order": name, "autonomy": autonomy.as_str(), "changed": false}));
-        }
-        return Ok(Exit::Ok);
+        return Ok(OrderSet {
+            order: name.to_string(),
+            autonomy: autonomy.as_str(),
+            changed: false,
+            reloaded: Vec::new(),
+            warnings: Vec::new(),
+        });
     }
-    let src = match project::read(out, path) {
-        Ok(s) => s,
-        Err(e) => return Ok(e),
-    };
+    let src = project::read_source(path)?;
     let q = |s: &str| format!("{s:?}");
     let mut fallback = format!("order {} bounds={}", q(&order.name), q(&order.bounds));
     if let Some(o) = &order.override_ {
         fallback.push_str(&format!(" override={}", q(o)));
     }
-    let edited = match warden_lang::edit::set_order_autonomy(
-        &src.text,
-        name,
-        autonomy.as_str(),
-        &fallback,
-    ) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot {verb} `{name}` in `{}`: {e}", path.display());
-            return Ok(Exit::User);
-        }
-    };
+    let edited =
+        warden_lang::edit::set_order_autonomy(&src.text, name, autonomy.as_str(), &fallback)
+            .map_err(|e| OpError::Refused {
+                message: format!("cannot {verb} `{name}` in `{}`: {e}", path.display()),
+                diagnostics: Vec::new(),
+            })?;
     let check = project::load_text(path, &edited);
     if check.model.is_none() {
-        project::report(out, &check.diagnostics);
-        eprintln!(
-            "error: {verb}ing `{name}` would make `{}` invalid; nothing was changed",
-            path.display()
-        );
-        return Ok(Exit::User);
+        return Err(OpError::Refused {
+            message: format!(
+                "{verb}ing `{name}` would make `{}` invalid; nothing was changed",
+                path.display()
+            ),
+            diagnostics: check.diagnostics,
+        });
     }
-    if let Err(e) = project::write_atomic(path, edited.as_bytes()) {
-        eprintln!(
-            "error: cannot write `{}`: {}",
+    project::write_atomic(path, edited.as_bytes()).map_err(|e| {
+        OpError::Internal(format!(
+            "cannot write `{}`: {}",
             path.display(),
             project::io_msg(&e)
-        );
-        return Ok(Exit::Internal);
+        ))
+    })?;
+    record(p, name, done, &path.display().to_string(), None, actor);
+    let mut warnings = Vec::new();
+    let detail = match autonomy {
+        Autonomy::Auto => warden_audit::Detail::OrderGranted {
+            order: name.to_string(),
+        },
+        _ => warden_audit::Detail::OrderRevoked {
+            order: name.to_string(),
+        },
+    };
+    if let Err(e) = crate::commands::audit::record(
+        Path::new(&p.options.state_dir),
+        actor,
+        order_tenant(p, name).as_deref(),
+        None,
+        detail,
+    ) {
+        warnings.push(format!(
+            "the decision was not recorded in the audit store: {e}"
+        ));
     }
-    record(&p, name, done, &path.display().to_string(), None);
     // Applied sandboxes whose egress follows this order take the change now.
     let mut reloaded = Vec::new();
     for s in &p.model.sandboxes {
@@ -276,15 +351,51 @@ pub fn set(out: &Out, path: &Path, name: &str, autonomy: Autonomy) -> anyhow::Re
             reloaded.push(s.name.clone());
         }
     }
+    Ok(OrderSet {
+        order: name.to_string(),
+        autonomy: autonomy.as_str(),
+        changed: true,
+        reloaded,
+        warnings,
+    })
+}
+
+/// `warden orders grant|revoke NAME [FILE]`: sets the order's autonomy in the file (one
+/// line), records the decision, and reloads applied sandboxes; `warden run` follows the
+/// file by itself.
+pub fn set(out: &Out, path: &Path, name: &str, autonomy: Autonomy) -> anyhow::Result<Exit> {
+    let p = match project::load(out, path) {
+        Ok(p) => p,
+        Err(e) => return Ok(e),
+    };
+    let r = match set_op(&p, path, name, autonomy, None, &actor()) {
+        Ok(r) => r,
+        Err(e) => return Ok(crate::commands::approvals::print_error(out, &e)),
+    };
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    let done = match autonomy {
+        Autonomy::Auto => "granted",
+        _ => "revoked",
+    };
+    if !r.changed {
+        if !out.json {
+            eprintln!("order `{name}` is already `{}`", autonomy.as_str());
+        } else {
+            out.json(&serde_json::json!({"order": name, "autonomy": autonomy.as_str(), "changed": false}));
+        }
+        return Ok(Exit::Ok);
+    }
     if out.json {
-        out.json(&serde_json::json!({"order": name, "autonomy": autonomy.as_str(), "changed": true, "reloaded": reloaded}));
+        out.json(&serde_json::json!({"order": name, "autonomy": autonomy.as_str(), "changed": true, "reloaded": r.reloaded}));
     } else {
         eprintln!(
             "{done} `{name}` in `{}`: autonomy=\"{}\"",
             path.display(),
             autonomy.as_str()
         );
-        for s in reloaded {
+        for s in r.reloaded {
             eprintln!("reloaded the applied sandbox `{s}`");
         }
     }

@@ -11,22 +11,29 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
+/// One applied sandbox as `warden ps` (and the control API) shows it.
 #[derive(Serialize)]
-struct Row {
-    name: String,
-    tenant: Option<String>,
-    state: String,
-    pid: Option<i32>,
-    container_id: Option<String>,
-    supervisor_pid: Option<i32>,
-    supervisor_rss_bytes: Option<u64>,
-    uptime_secs: Option<u64>,
-    restarts: u32,
-    last_exit: Option<i32>,
-    image: String,
-    image_digest: String,
-    memory_bytes: Option<u64>,
-    file: String,
+pub struct Row {
+    pub name: String,
+    pub tenant: Option<String>,
+    pub state: String,
+    pub pid: Option<i32>,
+    pub container_id: Option<String>,
+    pub supervisor_pid: Option<i32>,
+    pub supervisor_rss_bytes: Option<u64>,
+    pub uptime_secs: Option<u64>,
+    pub restarts: u32,
+    pub last_exit: Option<i32>,
+    pub image: String,
+    pub image_digest: String,
+    pub memory_bytes: Option<u64>,
+    pub file: String,
+}
+
+/// Every applied sandbox, by name.
+pub fn rows(paths: &Paths) -> Result<Vec<Row>, String> {
+    let st = State::load(paths)?;
+    Ok(st.sandboxes.iter().map(|(n, e)| row(paths, n, e)).collect())
 }
 
 fn row(paths: &Paths, name: &str, e: &Entry) -> Row {
@@ -120,18 +127,13 @@ fn short_digest(d: &str) -> String {
 
 pub fn ps(out: &Out) -> anyhow::Result<Exit> {
     let paths = Paths::from_env();
-    let st = match State::load(&paths) {
-        Ok(s) => s,
+    let rows = match rows(&paths) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(Exit::Internal);
         }
     };
-    let rows: Vec<Row> = st
-        .sandboxes
-        .iter()
-        .map(|(n, e)| row(&paths, n, e))
-        .collect();
     if out.json {
         out.json(&rows);
         return Ok(Exit::Ok);

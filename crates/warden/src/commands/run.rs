@@ -184,6 +184,19 @@ pub fn run(
             return Ok(Exit::User);
         }
     };
+    // Secrets are read before anything is built: a missing one fails the run now.
+    let secret_env = match crate::commands::secret::resolve_env(
+        Path::new(&p.options.state_dir),
+        &s.name,
+        s.plan.tenant.as_deref(),
+        &s.plan.secret_env,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::User);
+        }
+    };
     let job = Prepare {
         spec: Box::new(s.spec.clone()),
         services: services::Setup {
@@ -236,6 +249,7 @@ pub fn run(
         unsafe { libc::isatty(libc::STDIN_FILENO) == 1 && libc::isatty(libc::STDOUT_FILENO) == 1 };
     // What `bundle_for` wrote to the bundle's config.json.
     opts.spec = Some(s.spec.clone());
+    opts.secret_env = secret_env;
     // Joined before the container is created: libcontainer clones this thread into the
     // container's processes, and a helper at work in that instant could leave a lock of
     // this process held in the copies (see ARCHITECTURE.md).

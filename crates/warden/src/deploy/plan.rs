@@ -84,7 +84,12 @@ pub fn parts(s: &CompiledSandbox, image_digest: &str) -> BTreeMap<String, String
     };
     put("image", sha256_hex(image_digest.as_bytes()));
     put("command", part_hash(&take("/process/args")));
-    put("environment", part_hash(&env));
+    // Which secrets fill which variables (never their values, read at each start).
+    if s.plan.secret_env.is_empty() {
+        put("environment", part_hash(&env));
+    } else {
+        put("environment", part_hash(&(&env, &s.plan.secret_env)));
+    }
     put("user", part_hash(&take("/process/user")));
     put("workdir", part_hash(&take("/process/cwd")));
     put("hostname", part_hash(&take("/hostname")));

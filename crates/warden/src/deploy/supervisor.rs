@@ -61,6 +61,15 @@ pub struct Launch {
     pub restart: Restart,
     pub image_digest: String,
     pub policies: Policies,
+    /// The sandbox's tenant, whose store `secret_env` is read from.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// `env NAME secret=SECRET`: read at each start, never written down in the clear.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<warden_wire::sandbox::SecretEnv>,
+    /// The state directory (the secret store lives under it).
+    #[serde(default)]
+    pub state_dir: PathBuf,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -382,6 +391,15 @@ fn run_once(
         return (None, Some("the log pumps are gone".into()));
     }
     let mut opts = warden_runtime::RunOptions::new(id, &launch.run_dir);
+    match crate::commands::secret::resolve_env(
+        &launch.state_dir,
+        &launch.name,
+        launch.tenant.as_deref(),
+        &launch.secret_env,
+    ) {
+        Ok(env) => opts.secret_env = env,
+        Err(e) => return (None, Some(e)),
+    }
     opts.stdio = warden_runtime::Stdio {
         stdin: Some(null.into()),
         stdout: Some(out_w),

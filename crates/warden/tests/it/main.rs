@@ -2,6 +2,7 @@
 
 mod apply;
 mod approve;
+mod audit;
 mod egress;
 mod examples;
 mod inference;
@@ -9,6 +10,8 @@ mod lang;
 mod limits;
 mod mounts;
 mod runtime;
+mod secret;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
