@@ -1115,33 +1115,8 @@ struct Terminal {
 
 impl Terminal {
     fn spawn(cmd: &mut Command, rows: u16, cols: u16) -> Terminal {
-        use std::os::fd::{FromRawFd, OwnedFd};
         use std::os::unix::process::CommandExt;
-        let (mut master, mut slave) = (-1, -1);
-        let ws = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: openpty writes two fds; the winsize pointer is live.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                &ws,
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both were just opened and are owned by nobody else.
-        let (master, slave) = unsafe {
-            (
-                std::fs::File::from_raw_fd(master),
-                OwnedFd::from_raw_fd(slave),
-            )
-        };
+        let (master, slave) = super::openpty(rows, cols);
         // SAFETY: setsid and the ioctl are async-signal-safe; the terminal becomes the
         // child's controlling terminal, as a login shell's is.
         unsafe {
