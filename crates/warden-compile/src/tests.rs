@@ -106,6 +106,31 @@ pub fn run_tests(model: &Model, compiled: &Compiled) -> Vec<TestResult> {
         }
     }
     for t in &model.order_tests {
+        if t.tool {
+            let call = warden_wire::orders::ToolCall::parse(&t.order);
+            let (actual, why) = match call {
+                Some(mut call) => {
+                    // As in a sandbox: relative rules and paths from the working directory.
+                    call.cwd = Some("/sandbox/workspace".into());
+                    let d = compiled.orders.decide_tool(&call);
+                    (d.autonomy, d.reason)
+                }
+                None => (
+                    warden_wire::orders::Autonomy::Never,
+                    "not a tool call".to_string(),
+                ),
+            };
+            out.push(result(
+                TestKind::Order,
+                None,
+                format!("tool {}", t.order),
+                &t.loc,
+                t.expect.as_str(),
+                actual.as_str().to_string(),
+                why,
+            ));
+            continue;
+        }
         let actual = compiled.orders.autonomy(&t.order);
         let why = match compiled.orders.orders.iter().find(|o| o.name == t.order) {
             Some(o) => format!("order `{}`: {}", o.name, o.bounds),
