@@ -296,6 +296,19 @@ pub fn set_op(
     if let Some(o) = &order.override_ {
         fallback.push_str(&format!(" override={}", q(o)));
     }
+    if let Some(n) = order.earn_after {
+        fallback.push_str(&format!(" earn-after={n}"));
+    }
+    // The order as the layout declares it, tool rules included: the file's copy
+    // replaces the layout's.
+    match order.tools.as_slice() {
+        [] => {}
+        [one] => fallback.push_str(&format!(" tool={}", q(one))),
+        many => {
+            let rules: Vec<String> = many.iter().map(|t| q(t)).collect();
+            fallback.push_str(&format!(" {{ tool {}; }}", rules.join(" ")));
+        }
+    }
     let edited =
         warden_lang::edit::set_order_autonomy(&src.text, name, autonomy.as_str(), &fallback)
             .map_err(|e| OpError::Refused {

@@ -90,7 +90,7 @@ impl Mock {
 }
 
 #[derive(Clone, Copy)]
-enum Pace {
+pub enum Pace {
     Quick,
     Slow(Duration),
 }
@@ -139,7 +139,7 @@ fn serve<S: Read + Write>(mut s: S, text: &str, pace: Pace, log: &Mutex<Vec<Seen
     }
 }
 
-fn read_request<S: Read>(s: &mut S, buf: &mut Vec<u8>) -> Option<Seen> {
+pub fn read_request<S: Read>(s: &mut S, buf: &mut Vec<u8>) -> Option<Seen> {
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i;
@@ -180,7 +180,7 @@ fn read_request<S: Read>(s: &mut S, buf: &mut Vec<u8>) -> Option<Seen> {
     })
 }
 
-fn json<S: Write>(s: &mut S, body: &str) -> bool {
+pub fn json<S: Write>(s: &mut S, body: &str) -> bool {
     write!(
         s,
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -190,7 +190,7 @@ fn json<S: Write>(s: &mut S, body: &str) -> bool {
 }
 
 /// Server-sent events, each as one chunk of a chunked answer.
-fn sse<S: Write>(s: &mut S, events: &[(String, String)], pace: Pace) -> bool {
+pub fn sse<S: Write>(s: &mut S, events: &[(String, String)], pace: Pace) -> bool {
     let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
     if s.write_all(head.as_bytes()).is_err() {
         return false;
@@ -438,7 +438,7 @@ impl TestCa {
 }
 
 /// A key no file and no image holds: only warden's environment.
-fn real_key(kind: &str) -> String {
+pub fn real_key(kind: &str) -> String {
     let mut b = [0u8; 12];
     std::fs::File::open("/dev/urandom")
         .unwrap()
@@ -1016,7 +1016,7 @@ fn an_applied_sandbox_calls_through_its_router_and_a_route_edit_is_a_reload() {
 
 /// Claude Code's native binary from npm (`@anthropic-ai/claude-code`, whose package for
 /// this platform carries it), installed once for the test suite.
-fn claude_code() -> PathBuf {
+pub fn claude_code() -> PathBuf {
     static ONCE: Mutex<()> = Mutex::new(());
     let _g = ONCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-cache/claude-code");

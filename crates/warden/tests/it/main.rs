@@ -9,6 +9,7 @@ mod inference;
 mod lang;
 mod limits;
 mod mounts;
+mod orders;
 mod runtime;
 mod secret;
 mod serve;
