@@ -26,7 +26,7 @@
 
 use warden_lang::Model;
 use warden_lang::model::{Agent, Sandbox};
-use warden_wire::init::SeedFile;
+use warden_wire::init::{INIT_PATH, SeedFile};
 use warden_wire::orders::OrdersPolicy;
 use warden_wire::sandbox::{BundleFile, ORDERS_ADDR, PLACEHOLDER_KEY, ROUTER_ADDR};
 
@@ -38,8 +38,6 @@ pub(crate) const ORDERS_TABLE: &str = "agents/orders/ORDERS.md";
 pub(crate) const CLAUDE_SETTINGS: &str = "agents/claude-code/managed-settings.json";
 /// Where Claude Code reads managed settings on Linux.
 pub(crate) const CLAUDE_MANAGED_SETTINGS: &str = "/etc/claude-code/managed-settings.json";
-/// The hook command: warden-init asks the orders endpoint (see `warden_init::ask`).
-pub(crate) const CLAUDE_HOOK: &str = "/.warden/init ask-orders claude-code";
 
 /// Whether the sandbox is served the orders endpoint: it runs an agent.
 pub(crate) fn serves_orders(s: &Sandbox) -> bool {
@@ -162,7 +160,9 @@ fn claude_settings() -> String {
         "hooks": {
             "PreToolUse": [{
                 "matcher": "*",
-                "hooks": [{"type": "command", "command": CLAUDE_HOOK, "timeout": 3600}],
+                // Exec form: no shell between Claude Code and warden-init (an image
+                // need not have `/bin/sh`).
+                "hooks": [{"type": "command", "command": INIT_PATH, "args": ["ask-orders", "claude-code"], "timeout": 3600}],
             }],
         },
     });

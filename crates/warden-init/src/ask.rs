@@ -52,7 +52,13 @@ pub fn main(
                 .and_then(|_| serde_json::from_str(&input).map_err(|e| e.to_string()))
             {
                 Ok(v) => v,
-                Err(e) => return claude_answer(stdout, false, &format!("warden could not read the hook's input: {e}")),
+                Err(e) => {
+                    return claude_answer(
+                        stdout,
+                        false,
+                        &format!("warden could not read the hook's input: {e}"),
+                    );
+                }
             };
             let q = serde_json::json!({
                 "tool": hook.get("tool_name").and_then(|v| v.as_str()).unwrap_or(""),
@@ -69,7 +75,9 @@ pub fn main(
                 Err(e) => claude_answer(
                     stdout,
                     false,
-                    &format!("warden's standing orders could not be asked ({e}); nothing runs until they can"),
+                    &format!(
+                        "warden's standing orders could not be asked ({e}); nothing runs until they can"
+                    ),
                 ),
             }
         }
@@ -160,8 +168,8 @@ fn ask(url: &str, q: &serde_json::Value, wait: f64) -> Result<serde_json::Value,
         .split_once("\r\n\r\n")
         .ok_or("the endpoint's answer has no body")?;
     let status = head.split(' ').nth(1).unwrap_or("");
-    let v: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| format!("the endpoint's answer is not JSON: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| format!("the endpoint's answer is not JSON: {e}"))?;
     if status != "200" {
         let msg = v
             .pointer("/error/message")
@@ -251,16 +259,30 @@ mod tests {
 
     #[test]
     fn allowed_calls_are_allowed_and_everything_else_fails_closed() {
-        let (url, t) = endpoint(200, r#"{"decision":"auto","allowed":true,"status":"auto","reason":"r","call":"Bash(ls)"}"#);
-        let (_, out) = hook(&url, r#"{"tool_name":"Bash","tool_input":{"command":"ls"}}"#);
+        let (url, t) = endpoint(
+            200,
+            r#"{"decision":"auto","allowed":true,"status":"auto","reason":"r","call":"Bash(ls)"}"#,
+        );
+        let (_, out) = hook(
+            &url,
+            r#"{"tool_name":"Bash","tool_input":{"command":"ls"}}"#,
+        );
         t.join().unwrap();
         assert_eq!(out["hookSpecificOutput"]["permissionDecision"], "allow");
 
-        let (url, t) = endpoint(400, r#"{"error":{"code":"invalid_question","message":"bad"}}"#);
+        let (url, t) = endpoint(
+            400,
+            r#"{"error":{"code":"invalid_question","message":"bad"}}"#,
+        );
         let (_, out) = hook(&url, r#"{"tool_name":"Bash","tool_input":{}}"#);
         t.join().unwrap();
         assert_eq!(out["hookSpecificOutput"]["permissionDecision"], "deny");
-        assert!(out["hookSpecificOutput"]["permissionDecisionReason"].as_str().unwrap().contains("answered 400: bad"));
+        assert!(
+            out["hookSpecificOutput"]["permissionDecisionReason"]
+                .as_str()
+                .unwrap()
+                .contains("answered 400: bad")
+        );
 
         // Nobody listening.
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

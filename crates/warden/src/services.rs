@@ -31,9 +31,9 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use warden_egress::{ProxyConfig, ProxyHandle, ProxyState};
+use warden_orders::{Endpoint, EndpointHandle};
 use warden_router::{JsonLines, Router, RouterConfig, RouterHandle};
 use warden_wire::egress::EgressPolicy;
-use warden_orders::{Endpoint, EndpointHandle};
 use warden_wire::inference::InferencePolicy;
 use warden_wire::orders::OrdersPolicy;
 use warden_wire::sandbox::{ORDERS_ADDR, PROXY_ADDR, ROUTER_ADDR};
@@ -232,7 +232,8 @@ impl Services {
             a.flush();
         }
         // The approvals queue of the sandbox's state directory, the proxy's too.
-        let orders = orders.map(|policy| Arc::new(Endpoint::new(&sandbox, state_dir.clone(), policy)));
+        let orders =
+            orders.map(|policy| Arc::new(Endpoint::new(&sandbox, state_dir.clone(), policy)));
         Ok(Some(Services {
             orders,
             sandbox,

@@ -373,7 +373,10 @@ fn destination(a: &Approval) -> String {
 fn approve_call(p: &Project, a: Approval, actor: &str) -> Result<Approved, OpError> {
     let call = destination(&a);
     warden_egress::mark_approved(&sandbox_state_dir(p, &a.sandbox), &a.id).map_err(|e| {
-        OpError::Internal(format!("cannot record the approval: {}", project::io_msg(&e)))
+        OpError::Internal(format!(
+            "cannot record the approval: {}",
+            project::io_msg(&e)
+        ))
     })?;
     if let Some(order) = &a.order {
         crate::commands::orders::record(p, order, "approved", &call, Some(&a.sandbox), actor);

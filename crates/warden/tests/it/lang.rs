@@ -16,7 +16,9 @@ fn check_every_example_and_layout() {
             let (code, out, err) = run(warden().arg("test").arg(&p));
             assert_eq!(code, 0, "{}: {out}{err}", p.display());
             assert!(
-                out.lines().chain(err.lines()).any(|l| l.ends_with(" passed, 0 failed")),
+                out.lines()
+                    .chain(err.lines())
+                    .any(|l| l.ends_with(" passed, 0 failed")),
                 "{}: {out}{err}",
                 p.display()
             );

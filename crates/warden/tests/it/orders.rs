@@ -11,7 +11,7 @@ use super::inference::{Pace, Seen, claude_code, json, read_request, real_key, ss
 use super::run;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -245,7 +245,7 @@ fn setup(env: &Env, model: &ScriptedModel, orders: &str) -> std::path::PathBuf {
     std::fs::write(
         &file,
         format!(
-            "layout \"solo\"\n\nimage \"claude\" {{\n    from-host {:?} \"/bin/busybox\" \"/bin/bash\"\n    copy \"./tools\" to=\"/opt/tools\" mode=0o755\n    env \"PATH\" \"/opt/tools:/usr/bin:/bin\"\n}}\n\nprovider \"anthropic\" api=\"anthropic\" endpoint=\"http://127.0.0.1:{}\" key-env=\"WARDEN_TEST_ANTHROPIC_KEY\"\n\n{orders}\nsandbox \"agent\" {{\n    image \"claude\"\n    command \"/bin/busybox\" \"sh\" \"-c\" {script:?}\n    env \"SHELL\" \"/bin/bash\"\n    agent \"claude-code\"\n    inference {{\n        route \"*\" to=\"anthropic\"\n    }}\n}}\n",
+            "layout \"solo\"\n\nimage \"claude\" {{\n    from-host {:?} \"/bin/busybox\" \"/bin/bash\"\n    copy \"./tools\" to=\"/opt/tools\" mode=0o755\n    env \"PATH\" \"/opt/tools:/usr/bin:/bin\"\n    env \"SHELL\" \"/bin/bash\"\n}}\n\nprovider \"anthropic\" api=\"anthropic\" endpoint=\"http://127.0.0.1:{}\" key-env=\"WARDEN_TEST_ANTHROPIC_KEY\"\n\n{orders}\nsandbox \"agent\" {{\n    image \"claude\"\n    command \"/bin/busybox\" \"sh\" \"-c\" {script:?}\n    agent \"claude-code\"\n    inference {{\n        route \"*\" to=\"anthropic\"\n    }}\n}}\n",
             claude.display().to_string(),
             model.port
         ),
@@ -287,7 +287,11 @@ fn claude_codes_git_push_waits_for_a_human_under_an_ask_order() {
         if let Some(a) = p.into_iter().next() {
             break a;
         }
-        assert!(Instant::now() < deadline, "nothing was held: {:#?}", model.seen());
+        assert!(
+            Instant::now() < deadline,
+            "nothing was held: {:#?}",
+            model.seen()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(held["sandbox"], "agent");
@@ -310,7 +314,10 @@ fn claude_codes_git_push_waits_for_a_human_under_an_ask_order() {
 
     let (code, _, err) = run(env.cmd().args(["approve", &id]).arg(&file));
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains(&format!("the next call `Bash({PUSH})` goes through, once")), "{err}");
+    assert!(
+        err.contains(&format!("the next call `Bash({PUSH})` goes through, once")),
+        "{err}"
+    );
     assert!(pending(&env, &file).is_empty());
     model.release();
 
@@ -323,7 +330,10 @@ fn claude_codes_git_push_waits_for_a_human_under_an_ask_order() {
     let results = model.tool_results();
     assert_eq!(results.len(), 2, "{results:?}");
     assert_eq!(results[1].trim(), format!("stand-in git ran: {PUSH}"));
-    let answer: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("memory: ")).collect();
+    let answer: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with("memory: "))
+        .collect();
     assert_eq!(
         answer,
         ["claude exit=0", &format!("done: stand-in git ran: {PUSH}")],
@@ -379,7 +389,9 @@ fn a_never_order_shows_claude_code_its_bounds() {
     let results = model.tool_results();
     assert_eq!(
         results,
-        ["refused by warden, whoever asks: standing order `git-push` (never): Nothing leaves this sandbox by git."],
+        [
+            "refused by warden, whoever asks: standing order `git-push` (never): Nothing leaves this sandbox by git."
+        ],
         "{out}\n{err}"
     );
     assert!(pending(&env, &file).is_empty());
@@ -425,7 +437,10 @@ fn grant_and_revoke_reach_a_running_sandboxs_endpoint() {
             if s.trim() == format!("\"status\":\"{want}\"") {
                 return Instant::now();
             }
-            assert!(Instant::now() < deadline, "status stayed {s:?}, wanted {want}");
+            assert!(
+                Instant::now() < deadline,
+                "status stayed {s:?}, wanted {want}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -438,12 +453,13 @@ fn grant_and_revoke_reach_a_running_sandboxs_endpoint() {
     };
     let t = grant("grant");
     let granted = std::fs::read_to_string(&file).unwrap();
+    // The lines that differ (an edit of one line keeps the line count).
     let diff = |a: &str, b: &str| {
-        let out = Command::new("diff").arg("-U0").arg(write_tmp(a)).arg(write_tmp(b)).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| (l.starts_with('+') || l.starts_with('-')) && !l.starts_with("+++") && !l.starts_with("---"))
-            .map(str::to_string)
+        assert_eq!(a.lines().count(), b.lines().count(), "{a}\n---\n{b}");
+        a.lines()
+            .zip(b.lines())
+            .filter(|(x, y)| x != y)
+            .flat_map(|(x, y)| [format!("-{x}"), format!("+{y}")])
             .collect::<Vec<_>>()
     };
     let changed = diff(&before, &granted);
@@ -463,10 +479,4 @@ fn grant_and_revoke_reach_a_running_sandboxs_endpoint() {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
-}
-
-fn write_tmp(text: &str) -> tempfile::TempPath {
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), text).unwrap();
-    f.into_temp_path()
 }
