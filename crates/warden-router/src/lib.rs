@@ -418,14 +418,17 @@ impl Router {
         ev.upstream_model = Some(upstream_model);
 
         // OpenAI has no way to count a request's tokens: warden estimates them.
-        if endpoint == Endpoint::CountTokens && upstreams[0].provider.api != Api::Anthropic {
+        if endpoint == Endpoint::CountTokens
+            && let Some(first) = upstreams.first()
+            && first.provider.api != Api::Anthropic
+        {
             ev.decision = "estimate".into();
-            ev.provider = Some(upstreams[0].provider.name.clone());
+            ev.provider = Some(first.provider.name.clone());
             ev.status = 200;
             ev.latency_ms = start.elapsed().as_millis() as u64;
             ev.notes.push(format!(
                 "input tokens estimated: provider `{}` speaks the OpenAI API, which cannot count them",
-                upstreams[0].provider.name
+                first.provider.name
             ));
             self.audit.record(ev);
             let n = translate::estimate_input_tokens(&json);

@@ -1683,4 +1683,115 @@ mod tests {
         assert!(t.failed.is_some());
         assert!(t.end().is_empty());
     }
+
+    /// Arbitrary JSON shaped like the APIs' (their keys, nested anyhow) never makes a
+    /// translation panic: it translates or says what it cannot.
+    #[test]
+    fn no_input_makes_a_translation_panic() {
+        const KEYS: &[&str] = &[
+            "model",
+            "messages",
+            "role",
+            "content",
+            "type",
+            "text",
+            "tools",
+            "tool_choice",
+            "tool_calls",
+            "function",
+            "arguments",
+            "name",
+            "input",
+            "id",
+            "system",
+            "stream",
+            "choices",
+            "delta",
+            "index",
+            "usage",
+            "source",
+            "image_url",
+            "url",
+            "call_id",
+            "output",
+            "instructions",
+            "max_tokens",
+            "stop",
+            "finish_reason",
+            "message",
+            "content_block",
+            "partial_json",
+            "stop_reason",
+            "tool_use_id",
+            "metadata",
+        ];
+        const WORDS: &[&str] = &[
+            "user",
+            "assistant",
+            "tool",
+            "system",
+            "text",
+            "tool_use",
+            "tool_result",
+            "image",
+            "thinking",
+            "function",
+            "message",
+            "function_call",
+            "function_call_output",
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "input_json_delta",
+            "text_delta",
+            "message_delta",
+            "base64",
+            "auto",
+            "any",
+            "[DONE]",
+            "{",
+            "",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        fn arbitrary(next: &mut dyn FnMut(usize) -> usize, depth: u32) -> Value {
+            match if depth == 0 { next(4) } else { next(7) } {
+                0 => json!(WORDS[next(WORDS.len())]),
+                1 => json!(next(5)),
+                2 => Value::Null,
+                3 => json!(next(2) == 0),
+                4 | 5 => {
+                    let mut m = Map::new();
+                    for _ in 0..next(5) {
+                        m.insert(KEYS[next(KEYS.len())].into(), arbitrary(next, depth - 1));
+                    }
+                    Value::Object(m)
+                }
+                _ => Value::Array((0..next(4)).map(|_| arbitrary(next, depth - 1)).collect()),
+            }
+        }
+        for _ in 0..20_000 {
+            let v = arbitrary(&mut next, 5);
+            let mut notes = Notes::default();
+            for c in [
+                Crossing::MessagesToChat,
+                Crossing::ChatToMessages,
+                Crossing::ResponsesToMessages,
+            ] {
+                let _ = c.request(&v, &mut notes);
+                let _ = c.answer(&v, &mut notes);
+                let mut t = StreamTranslator::new(c);
+                let data = format!("data: {v}\n\n");
+                let _ = t.feed(data.as_bytes());
+                let _ = t.feed(b"data: [DONE]\n\n");
+                let _ = t.end();
+            }
+            let _ = estimate_input_tokens(&v);
+        }
+    }
 }
