@@ -195,7 +195,7 @@ fn anthropic_blocks_to_chat(
                 }));
             }
             Some("thinking" | "redacted_thinking") => notes.dropped_thinking += 1,
-            Some(other) => return Err(no(format!("a `{other}` content block"))),
+            Some(other) => return Err(no(format!("content blocks of type `{other}`"))),
             None => return Err(no("a content block without a type")),
         }
     }
@@ -313,7 +313,9 @@ pub fn chat_to_messages(req: &Value) -> R<Value> {
                                     .and_then(Value::as_str)
                                     .unwrap_or(""),
                             ),
-                            Some(other) => return Err(no(format!("a `{other}` content part"))),
+                            Some(other) => {
+                                return Err(no(format!("content parts of type `{other}`")));
+                            }
                             None => return Err(no("a content part without a type")),
                         };
                         push_block(&mut messages, "user", block);
@@ -425,7 +427,7 @@ pub fn responses_to_chat(req: &Value) -> R<Value> {
                                             .push(json!({"type": "text", "text": p.get("text")})),
                                         Some("input_image") => list.push(json!({"type": "image_url", "image_url": {"url": p.get("image_url")}})),
                                         Some(other) => {
-                                            return Err(no(format!("a `{other}` input part")));
+                                            return Err(no(format!("input parts of type `{other}`")));
                                         }
                                         None => return Err(no("an input part without a type")),
                                     }
@@ -462,7 +464,7 @@ pub fn responses_to_chat(req: &Value) -> R<Value> {
                     }
                     "function_call_output" => messages.push(json!({"role": "tool", "tool_call_id": it.get("call_id"), "content": it.get("output")})),
                     "reasoning" => {}
-                    other => return Err(no(format!("a `{other}` input item"))),
+                    other => return Err(no(format!("input items of type `{other}`"))),
                 }
             }
         }
@@ -574,7 +576,7 @@ pub fn messages_answer_to_chat(ans: &Value, notes: &mut Notes) -> R<Value> {
                 },
             })),
             Some("thinking" | "redacted_thinking") => notes.dropped_thinking += 1,
-            Some(other) => return Err(no(format!("a `{other}` content block in the answer"))),
+            Some(other) => return Err(no(format!("answer content blocks of type `{other}`"))),
             None => return Err(no("a content block without a type")),
         }
     }

@@ -1340,7 +1340,7 @@ fn claude_code_answers_a_typed_prompt_at_a_terminal() {
 
 /// Codex's static binary from npm (`@openai/codex`, whose package for this platform
 /// carries it), installed once for the test suite.
-fn codex() -> PathBuf {
+pub(super) fn codex() -> PathBuf {
     static ONCE: Mutex<()> = Mutex::new(());
     let _g = ONCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-cache/codex");

@@ -414,3 +414,56 @@ fn reroute_sends_the_prompt_with_an_email_to_the_local_openai_provider() {
         assert_eq!(s.header("authorization"), Some(bearer.as_str()));
     }
 }
+
+/// Codex's requests carry tools the Messages API has no place for (tool namespaces in an
+/// `additional_tools` input item, a free-form `custom` tool): routed to an Anthropic
+/// provider, Codex gets an error naming them, and nothing reaches the provider.
+#[test]
+fn codex_routed_to_anthropic_is_told_what_cannot_cross_and_nothing_is_sent() {
+    let env = Env::new();
+    let codex = super::inference::codex();
+    let mock = Mock::plain("never sent");
+    let key = real_key("ant");
+    let file = env.file();
+    let script = format!(
+        "{} exec --skip-git-repo-check 'say hi' > /tmp/answer 2> /tmp/errors; echo \"codex exit=$?\"; busybox grep -o 'cannot translate [^;]*' /tmp/errors | busybox head -n 1",
+        codex.display()
+    );
+    std::fs::write(
+        &file,
+        format!(
+            "image \"codex\" {{\n    from-host {:?} \"/bin/busybox\"\n    env \"PATH\" \"/usr/bin:/bin\"\n}}\n\nprovider \"anthropic\" api=\"anthropic\" endpoint=\"http://127.0.0.1:{}\" key-env=\"WARDEN_TEST_ANTHROPIC_KEY\"\n\nsandbox \"codex\" {{\n    image \"codex\"\n    command \"/bin/busybox\" \"sh\" \"-c\" {script:?}\n    workdir \"/sandbox\"\n    filesystem {{\n        read-write \"/home/agent\" \"/tmp\" \"/sandbox\"\n    }}\n    limits memory=\"2GiB\" pids=512 cpus=2 open-files=4096\n    init grace=\"2s\"\n    agent \"codex\"\n    inference {{\n        route \"*\" to=\"anthropic\"\n    }}\n}}\n",
+            codex.display().to_string(),
+            mock.port,
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(env
+        .cmd()
+        .arg("run")
+        .arg(&file)
+        .env("WARDEN_TEST_ANTHROPIC_KEY", &key));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "codex exit=1",
+            "cannot translate input items of type `additional_tools` to the provider's API"
+        ],
+        "{err}"
+    );
+    assert!(mock.seen().is_empty(), "{:#?}", mock.seen());
+    let audit =
+        std::fs::read_to_string(env.dir.path().join("state/sandboxes/codex/inference.jsonl"))
+            .unwrap();
+    let events: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!events.is_empty());
+    for e in &events {
+        assert_eq!(e["decision"], "untranslatable", "{audit}");
+        assert_eq!(e["translated"], "responses->messages", "{audit}");
+        assert_eq!(e["status"], 400, "{audit}");
+    }
+}
