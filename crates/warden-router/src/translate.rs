@@ -4,8 +4,11 @@
 //!
 //! What one side has and the other lacks is refused with [`Untranslatable`] naming the
 //! feature (server-side tools, several choices, ...), never dropped without a word;
-//! thinking blocks, which Chat Completions cannot carry, are dropped and counted in
-//! [`Notes`] for the audit.
+//! thinking blocks, which Chat Completions cannot carry, and the reasoning text some
+//! OpenAI-compatible servers send (`reasoning_content`), which lacks the signature an
+//! Anthropic thinking block needs, are dropped and counted in [`Notes`] for the audit.
+//! Images a tool returned follow its result in the user turn (a Chat tool message
+//! holds text only).
 //!
 //! Tool call ids are kept as they are both ways, so a later turn's tool results match
 //! the calls the agent saw.
@@ -153,27 +156,7 @@ fn anthropic_blocks_to_chat(
     for b in blocks {
         match b.get("type").and_then(Value::as_str) {
             Some("text") => parts.push(json!({"type": "text", "text": b.get("text")})),
-            Some("image") => {
-                let src = b
-                    .get("source")
-                    .ok_or_else(|| no("an image without source"))?;
-                let url = match src.get("type").and_then(Value::as_str) {
-                    Some("base64") => format!(
-                        "data:{};base64,{}",
-                        src.get("media_type")
-                            .and_then(Value::as_str)
-                            .unwrap_or("image/png"),
-                        src.get("data").and_then(Value::as_str).unwrap_or("")
-                    ),
-                    Some("url") => src
-                        .get("url")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    _ => return Err(no("an image source other than base64 or a URL")),
-                };
-                parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
-            }
+            Some("image") => parts.push(image_part(b)?),
             Some("tool_use") => calls.push(json!({
                 "id": b.get("id"),
                 "type": "function",
@@ -185,6 +168,26 @@ fn anthropic_blocks_to_chat(
             })),
             Some("tool_result") => {
                 let content = match b.get("content") {
+                    Some(Value::Array(inner)) => {
+                        // A Chat tool message holds text only: the images a tool
+                        // returned (a screenshot, a file read) follow in the user turn.
+                        let mut text = Vec::new();
+                        for c in inner {
+                            match c.get("type").and_then(Value::as_str) {
+                                Some("text") => {
+                                    text.push(c.get("text").and_then(Value::as_str).unwrap_or(""))
+                                }
+                                Some("image") => parts.push(image_part(c)?),
+                                Some(other) => {
+                                    return Err(no(format!(
+                                        "tool result content of type `{other}`"
+                                    )));
+                                }
+                                None => return Err(no("tool result content without a type")),
+                            }
+                        }
+                        text.join("\n")
+                    }
                     Some(c) => text_of_blocks(c).unwrap_or_default(),
                     None => String::new(),
                 };
@@ -215,6 +218,29 @@ fn anthropic_blocks_to_chat(
         messages.push(json!({"role": role, "content": parts}));
     }
     Ok(())
+}
+
+/// An Anthropic image block as a Chat Completions `image_url` part.
+fn image_part(b: &Value) -> R<Value> {
+    let src = b
+        .get("source")
+        .ok_or_else(|| no("an image without source"))?;
+    let url = match src.get("type").and_then(Value::as_str) {
+        Some("base64") => format!(
+            "data:{};base64,{}",
+            src.get("media_type")
+                .and_then(Value::as_str)
+                .unwrap_or("image/png"),
+            src.get("data").and_then(Value::as_str).unwrap_or("")
+        ),
+        Some("url") => src
+            .get("url")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        _ => return Err(no("an image source other than base64 or a URL")),
+    };
+    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
 /// An OpenAI Chat Completions request as an Anthropic Messages request.
@@ -514,12 +540,25 @@ fn stop_to_finish(reason: Option<&str>) -> &'static str {
     }
 }
 
+/// Reasoning text some OpenAI-compatible servers add (`reasoning_content`: vLLM,
+/// llama.cpp, DeepSeek; `reasoning`: Ollama, OpenRouter).
+fn has_reasoning(msg: &Value) -> bool {
+    ["reasoning_content", "reasoning"].iter().any(|k| {
+        msg.get(*k)
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty())
+    })
+}
+
 /// A Chat Completions answer as an Anthropic Messages answer.
-pub fn chat_answer_to_messages(ans: &Value) -> R<Value> {
+pub fn chat_answer_to_messages(ans: &Value, notes: &mut Notes) -> R<Value> {
     let choice = ans
         .pointer("/choices/0")
         .ok_or_else(|| no("an answer without choices"))?;
     let msg = choice.get("message").cloned().unwrap_or(json!({}));
+    if has_reasoning(&msg) {
+        notes.dropped_thinking += 1;
+    }
     let mut content = Vec::new();
     if let Some(t) = msg.get("content").and_then(Value::as_str)
         && !t.is_empty()
@@ -700,6 +739,9 @@ pub struct ChatToMessagesStream {
     output_tokens: u64,
     input_tokens: u64,
     done: bool,
+    pub notes: Notes,
+    /// Reasoning text seen: counted once per answer, as one dropped block.
+    reasoning: bool,
 }
 
 impl ChatToMessagesStream {
@@ -730,6 +772,11 @@ impl ChatToMessagesStream {
             return Ok(out);
         };
         let delta = choice.get("delta").cloned().unwrap_or(json!({}));
+        if !self.reasoning && has_reasoning(&delta) {
+            // Anthropic thinking blocks carry a provider signature this text lacks.
+            self.reasoning = true;
+            self.notes.dropped_thinking += 1;
+        }
         if let Some(t) = delta.get("content").and_then(Value::as_str)
             && !t.is_empty()
         {
@@ -1235,7 +1282,7 @@ impl Crossing {
     /// A whole (non-streamed) answer in the caller's API.
     pub fn answer(self, ans: &Value, notes: &mut Notes) -> R<Value> {
         match self {
-            Crossing::MessagesToChat => chat_answer_to_messages(ans),
+            Crossing::MessagesToChat => chat_answer_to_messages(ans, notes),
             Crossing::ChatToMessages => messages_answer_to_chat(ans, notes),
             Crossing::ResponsesToMessages => {
                 chat_answer_to_responses(&messages_answer_to_chat(ans, notes)?)
@@ -1354,7 +1401,11 @@ impl StreamTranslator {
             return;
         }
         let events = match &mut self.streams {
-            Streams::ChatToMessages(s) => s.push(&data),
+            Streams::ChatToMessages(s) => {
+                let r = s.push(&data);
+                self.notes.dropped_thinking = s.notes.dropped_thinking;
+                r
+            }
             Streams::MessagesToChat(s) => {
                 let r = s.push(&data);
                 self.notes.dropped_thinking = s.notes.dropped_thinking;
@@ -1525,7 +1576,9 @@ mod tests {
         let chat = json!({"id": "c1", "model": "local", "choices": [{"index": 0, "finish_reason": "tool_calls",
             "message": {"role": "assistant", "content": "running", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "Bash", "arguments": "{\"command\":\"echo hi\"}"}}]}}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}});
-        let msg = chat_answer_to_messages(&chat).unwrap();
+        let mut notes = Notes::default();
+        let msg = chat_answer_to_messages(&chat, &mut notes).unwrap();
+        assert_eq!(notes.dropped_thinking, 0);
         assert_eq!(
             msg,
             json!({"id": "c1", "type": "message", "role": "assistant", "model": "local",
@@ -1795,5 +1848,41 @@ mod tests {
             }
             let _ = estimate_input_tokens(&v);
         }
+    }
+
+    #[test]
+    fn images_a_tool_returned_follow_its_result_and_reasoning_is_noted() {
+        let from = json!({"model": "m", "max_tokens": 5, "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "content": [
+                {"type": "text", "text": "shot.png"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "QUJD"}}]}]}]});
+        let mut notes = Notes::default();
+        assert_eq!(
+            messages_to_chat(&from, &mut notes).unwrap()["messages"],
+            json!([
+                {"role": "tool", "tool_call_id": "toolu_2", "content": "shot.png"},
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,QUJD"}}]}])
+        );
+        let doc = json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+            "content": [{"type": "document", "source": {}}]}]}]});
+        assert_eq!(
+            messages_to_chat(&doc, &mut notes).unwrap_err().to_string(),
+            "cannot translate tool result content of type `document` to the provider's API"
+        );
+        let answer = json!({"id": "c", "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "4", "reasoning_content": "2+2"}}]});
+        let mut notes = Notes::default();
+        let msg = chat_answer_to_messages(&answer, &mut notes).unwrap();
+        assert_eq!(msg["content"], json!([{"type": "text", "text": "4"}]));
+        assert_eq!(notes.dropped_thinking, 1);
+        let mut t = StreamTranslator::new(Crossing::MessagesToChat);
+        for d in [
+            r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"reasoning_content":"hm"}}]}"#,
+            r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"reasoning_content":"m"}}]}"#,
+            r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"4"}}]}"#,
+        ] {
+            t.feed(format!("data: {d}\n\n").as_bytes());
+        }
+        assert_eq!(t.notes.dropped_thinking, 1);
     }
 }
