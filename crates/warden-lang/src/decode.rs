@@ -2284,7 +2284,7 @@ fn inference(
                 }
             }
             "test" => {
-                c.check_props(cx, &["model", "prompt", "expect"]);
+                c.check_props(cx, &["model", "prompt", "expect", "api", "leaves"]);
                 c.no_children(cx);
                 c.check_args(cx, 0, 0, "no arguments, only properties");
                 let model = req_str(cx, &c, "model", "the model the request asks for");
@@ -2295,6 +2295,23 @@ fn inference(
                     "expect",
                     "the provider that should serve it, or `block`",
                 );
+                let (api, api_ok) = test_api(cx, &c, "api", "the API the caller speaks");
+                let (leaves, leaves_ok) =
+                    test_api(cx, &c, "leaves", "the API the request leaves in");
+                if let (Some((e, _)), Some((_, sp))) = (&expect, &leaves)
+                    && (e == "block" || e == "none")
+                {
+                    cx.push(
+                        c.diag(
+                            "warden::inference::test",
+                            *sp,
+                            format!("nothing leaves when the outcome is `{e}`"),
+                            "no API to check",
+                        )
+                        .help("`leaves=` goes with `expect=` a provider name"),
+                    );
+                    continue;
+                }
                 if let Some((e, sp)) = &expect
                     && e != "block"
                     && e != "none"
@@ -2306,11 +2323,15 @@ fn inference(
                     unknown_ref(cx, &c, *sp, "provider", e, &known);
                     continue;
                 }
-                if let (Some((model, _)), Some((expect, _))) = (model, expect) {
+                if let (Some((model, _)), Some((expect, _)), true, true) =
+                    (model, expect, api_ok, leaves_ok)
+                {
                     inf.tests.push(InferenceTest {
                         model,
                         prompt,
                         expect,
+                        api: api.map(|a| a.0),
+                        leaves: leaves.map(|l| l.0),
                         loc: c.loc(),
                     });
                 }
@@ -2319,6 +2340,30 @@ fn inference(
         }
     }
     inf
+}
+
+/// An optional API property of an inference `test` (`api=`, `leaves=`): the API if
+/// written and known, and whether it was fine (absent or known).
+fn test_api(cx: &mut Cx, n: &N<'_>, prop: &str, what: &str) -> (Option<(Api, SourceSpan)>, bool) {
+    let Some((a, sp)) = str_prop(cx, n, prop) else {
+        return (None, n.prop(prop).is_none());
+    };
+    match a.as_str() {
+        "anthropic" => (Some((Api::Anthropic, sp)), true),
+        "openai" => (Some((Api::Openai, sp)), true),
+        _ => {
+            cx.push(
+                n.diag(
+                    "warden::inference::test",
+                    sp,
+                    format!("unknown API `{a}` in `{prop}=`"),
+                    "not a known API",
+                )
+                .help(format!("{what}: `anthropic` or `openai`")),
+            );
+            (None, false)
+        }
+    }
 }
 
 fn inference_limits(cx: &mut Cx, n: &N<'_>, l: &mut InferenceLimits) {

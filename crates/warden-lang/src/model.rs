@@ -318,6 +318,11 @@ pub struct InferenceTest {
     pub prompt: String,
     /// A provider name, or `block`.
     pub expect: String,
+    /// `api=`: the API the caller speaks (the outcome then says which API the request
+    /// leaves in, and whether it was translated).
+    pub api: Option<Api>,
+    /// `leaves=`: the API the request must leave in (the provider's).
+    pub leaves: Option<Api>,
     pub loc: Loc,
 }
 

@@ -13,6 +13,7 @@ mod orders;
 mod runtime;
 mod secret;
 mod serve;
+mod translate;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
