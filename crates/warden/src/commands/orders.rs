@@ -353,13 +353,14 @@ pub fn set_op(
             "the decision was not recorded in the audit store: {e}"
         ));
     }
-    // Applied sandboxes whose egress follows this order take the change now.
+    // Applied sandboxes whose egress follows this order, or whose agent asks the orders
+    // endpoint, take the change now.
     let mut reloaded = Vec::new();
     for s in &p.model.sandboxes {
-        let uses = s
-            .egress
-            .as_ref()
-            .is_some_and(|e| e.rules.iter().any(|r| r.order.as_deref() == Some(name)));
+        let uses = !s.agents.is_empty()
+            || s.egress
+                .as_ref()
+                .is_some_and(|e| e.rules.iter().any(|r| r.order.as_deref() == Some(name)));
         if uses && let Ok(true) = crate::commands::deploy::reload_applied(path, &s.name) {
             reloaded.push(s.name.clone());
         }

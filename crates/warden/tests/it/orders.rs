@@ -470,11 +470,11 @@ fn grant_and_revoke_reach_a_running_sandboxs_endpoint() {
             "+    order \"git-push\" bounds=\"Push feature branches.\" autonomy=\"auto\" tool=\"Bash(git push:*)\"",
         ]
     );
-    assert!(status("auto").duration_since(t) < Duration::from_secs(2));
+    assert!(status("auto").duration_since(t) < Duration::from_secs(1));
     let t = grant("revoke");
     let revoked = std::fs::read_to_string(&file).unwrap();
     assert_eq!(revoked, before, "revoke puts the line back as it was");
-    assert!(status("pending").duration_since(t) < Duration::from_secs(2));
+    assert!(status("pending").duration_since(t) < Duration::from_secs(1));
     // SIGTERM: `warden run` forwards it and removes the sandbox.
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
