@@ -402,9 +402,19 @@ fn a_never_order_shows_claude_code_its_bounds() {
 }
 
 /// `warden orders grant` / `revoke` change one line each and a running sandbox's
-/// endpoint follows within a second.
+/// endpoint follows within a second, under `warden run` (which follows the file) and
+/// applied (the supervisor reloads).
 #[test]
 fn grant_and_revoke_reach_a_running_sandboxs_endpoint() {
+    grant_and_revoke(false);
+}
+
+#[test]
+fn grant_and_revoke_reach_an_applied_sandboxs_endpoint() {
+    grant_and_revoke(true);
+}
+
+fn grant_and_revoke(applied: bool) {
     let env = Env::new();
     let dir = env.dir.path();
     std::fs::create_dir_all(dir.join("workspace")).unwrap();
@@ -421,15 +431,26 @@ fn grant_and_revoke_reach_a_running_sandboxs_endpoint() {
         ),
     )
     .unwrap();
-    let mut child = env
-        .cmd()
-        .arg("run")
-        .arg(&file)
-        .env("WARDEN_TEST_KEY", "k")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = if applied {
+        let (code, out, err) = run(env
+            .cmd()
+            .args(["apply", "--yes"])
+            .arg(&file)
+            .env("WARDEN_TEST_KEY", "k"));
+        assert_eq!(code, 0, "{out}\n{err}");
+        None
+    } else {
+        Some(
+            env.cmd()
+                .arg("run")
+                .arg(&file)
+                .env("WARDEN_TEST_KEY", "k")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
     let status = |want: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -475,8 +496,16 @@ fn grant_and_revoke_reach_a_running_sandboxs_endpoint() {
     let revoked = std::fs::read_to_string(&file).unwrap();
     assert_eq!(revoked, before, "revoke puts the line back as it was");
     assert!(status("pending").duration_since(t) < Duration::from_secs(1));
-    // SIGTERM: `warden run` forwards it and removes the sandbox.
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
+    match child.as_mut() {
+        Some(child) => {
+            // SIGTERM: `warden run` forwards it and removes the sandbox.
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+        None => {
+            let (code, _, err) = run(env.cmd().args(["destroy", "--yes"]).arg(&file));
+            assert_eq!(code, 0, "{err}");
+        }
+    }
 }
