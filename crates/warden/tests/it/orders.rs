@@ -6,6 +6,7 @@
 //! approves it with `warden approve`, then the same call goes through; under a `never`
 //! order the model is told the order's bounds.
 
+use super::approve::diff;
 use super::egress::Env;
 use super::inference::{Pace, Seen, claude_code, json, read_request, real_key, sse};
 use super::run;
@@ -401,8 +402,8 @@ fn a_never_order_shows_claude_code_its_bounds() {
     );
 }
 
-/// `warden orders grant` / `revoke` change one line each and a running sandbox's
-/// endpoint follows within a second, under `warden run` (which follows the file) and
+/// `warden orders grant production-deploy` / `revoke` change one line each and a
+/// running sandbox's endpoint follows within a second, under `warden run` (which follows the file) and
 /// applied (the supervisor reloads).
 #[test]
 fn grant_and_revoke_reach_a_running_sandboxs_endpoint() {
@@ -418,8 +419,8 @@ fn grant_and_revoke(applied: bool) {
     let env = Env::new();
     let dir = env.dir.path();
     std::fs::create_dir_all(dir.join("workspace")).unwrap();
-    // The sandbox asks its endpoint about `git push` every 100 ms and prints the answer.
-    let ask = r#"{"tool":"Bash","input":{"command":"git push"}}"#;
+    // The sandbox asks its endpoint about a deploy every 100 ms and keeps the answer.
+    let ask = r#"{"order":"production-deploy","action":"deploy release 1.2"}"#;
     let script = format!(
         "while true; do busybox wget -q -O - --header 'Content-Type: application/json' --post-data '{ask}' \"$WARDEN_ORDERS_URL/v1/decide\" | busybox grep -o '\"status\":\"[a-z]*\"' > /tmp/s.new && busybox mv /tmp/s.new /sandbox/workspace/status; busybox sleep 0.1; done"
     );
@@ -468,33 +469,29 @@ fn grant_and_revoke(applied: bool) {
     status("pending");
     let before = std::fs::read_to_string(&file).unwrap();
     let grant = |verb: &str| {
-        let (code, _, err) = run(env.cmd().args(["orders", verb, "git-push"]).arg(&file));
+        let (code, _, err) = run(env
+            .cmd()
+            .args(["orders", verb, "production-deploy"])
+            .arg(&file));
         assert_eq!(code, 0, "{err}");
         Instant::now()
     };
+    // The order is the solo layout's: granting it in this file adds one line, which
+    // overrides the layout's.
     let t = grant("grant");
     let granted = std::fs::read_to_string(&file).unwrap();
-    // The lines that differ (an edit of one line keeps the line count).
-    let diff = |a: &str, b: &str| {
-        assert_eq!(a.lines().count(), b.lines().count(), "{a}\n---\n{b}");
-        a.lines()
-            .zip(b.lines())
-            .filter(|(x, y)| x != y)
-            .flat_map(|(x, y)| [format!("-{x}"), format!("+{y}")])
-            .collect::<Vec<_>>()
-    };
-    let changed = diff(&before, &granted);
-    assert_eq!(
-        changed,
-        [
-            "-    order \"git-push\" bounds=\"Push feature branches.\" autonomy=\"ask\" tool=\"Bash(git push:*)\"",
-            "+    order \"git-push\" bounds=\"Push feature branches.\" autonomy=\"auto\" tool=\"Bash(git push:*)\"",
-        ]
-    );
+    let line = "    order \"production-deploy\" bounds=\"Staging must pass CI and smoke test first.\" override=\"New features = Ask First\" autonomy=\"auto\"";
+    assert_eq!(diff(&before, &granted), (vec![line.to_string()], vec![]));
     assert!(status("auto").duration_since(t) < Duration::from_secs(1));
     let t = grant("revoke");
     let revoked = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(revoked, before, "revoke puts the line back as it was");
+    assert_eq!(
+        diff(&granted, &revoked),
+        (
+            vec![line.replace("\"auto\"", "\"ask\"")],
+            vec![line.to_string()]
+        )
+    );
     assert!(status("pending").duration_since(t) < Duration::from_secs(1));
     match child.as_mut() {
         Some(child) => {
