@@ -510,8 +510,18 @@ impl Router {
             .unwrap_or(self.config.idle_timeout);
         let mut last_error = String::new();
         let mut last_status = 502;
+        // The caller may go away while a provider is asked (its future is dropped
+        // then): the event is written all the same.
+        let mut pending = Unfinished {
+            router: self.clone(),
+            ev: Some(ev),
+            start,
+        };
         for (i, (up, crossing, body)) in attempts.iter().enumerate() {
             let last = i + 1 == attempts.len();
+            let Some(ev) = pending.ev.as_mut() else {
+                break;
+            };
             ev.attempts.push(up.provider.name.clone());
             ev.provider = Some(up.provider.name.clone());
             ev.translated = crossing.map(|c| c.as_str().into());
@@ -522,6 +532,9 @@ impl Router {
                         last_error = format!("provider `{}` answered {status}", up.provider.name);
                         continue; // the answer and its connection are dropped
                     }
+                    let Some(mut ev) = pending.ev.take() else {
+                        break;
+                    };
                     ev.status = status;
                     let is_sse = resp
                         .headers()
@@ -577,6 +590,12 @@ impl Router {
         if attempts.is_empty() {
             last_error = "no provider of the route serves this call".into();
         }
+        let Some(mut ev) = pending.ev.take() else {
+            return json_response(
+                502,
+                api::error_body(api, 502, "upstream_unreachable", "no provider answered"),
+            );
+        };
         ev.decision = "upstream-error".into();
         let msg = format!("no provider answered: {last_error}");
         self.refuse(ev, start, api, last_status, "upstream_unreachable", &msg)

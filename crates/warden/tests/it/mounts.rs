@@ -423,7 +423,18 @@ fn the_writable_places_of_strict_and_solo_sandboxes_are_exactly_the_declared_one
     std::os::unix::fs::chown(env.dir.path().join("workspace"), Some(4242), Some(4242)).unwrap();
     for (layout, want) in [
         ("strict", vec!["/sandbox", "/tmp"]),
-        ("solo", vec!["/sandbox/home", "/sandbox/workspace", "/tmp"]),
+        // In HOME, the directories of the agents' instructions (where the standing
+        // orders are bound read-only) are made, writable like the rest of HOME.
+        (
+            "solo",
+            vec![
+                "/sandbox/home",
+                "/sandbox/home/.claude",
+                "/sandbox/home/.codex",
+                "/sandbox/workspace",
+                "/tmp",
+            ],
+        ),
     ] {
         let file = env.dir.path().join(format!("{layout}.kdl"));
         std::fs::write(

@@ -8,9 +8,8 @@
 
 use super::approve::diff;
 use super::egress::Env;
-use super::inference::{Pace, Seen, claude_code, json, read_request, real_key, sse};
+use super::inference::{Answer, Mock, Seen, claude_code, model_and_stream, real_key};
 use super::run;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Condvar, Mutex};
@@ -22,39 +21,20 @@ const PUSH: &str = "git push origin main";
 /// is held for a human it waits for the test's word (`release`) and asks for the same
 /// call again; any other tool result ends the turn with `done: RESULT`.
 struct ScriptedModel {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    mock: Mock,
     release: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl ScriptedModel {
     fn start() -> ScriptedModel {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let seen = Arc::new(Mutex::new(Vec::new()));
         let release = Arc::new((Mutex::new(false), Condvar::new()));
-        let (log, gate) = (seen.clone(), release.clone());
-        std::thread::spawn(move || {
-            for c in l.incoming() {
-                let Ok(mut c) = c else { continue };
-                let (log, gate) = (log.clone(), gate.clone());
-                std::thread::spawn(move || {
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(300)));
-                    let mut buf = Vec::new();
-                    while let Some(req) = read_request(&mut c, &mut buf) {
-                        log.lock().unwrap().push(req.clone());
-                        if !answer(&mut c, &req, &gate) {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        ScriptedModel {
-            port,
-            seen,
-            release,
-        }
+        let gate = release.clone();
+        let mock = Mock::scripted(move |req| answer(req, &gate));
+        ScriptedModel { mock, release }
+    }
+
+    fn port(&self) -> u16 {
+        self.mock.port
     }
 
     fn release(&self) {
@@ -64,7 +44,7 @@ impl ScriptedModel {
     }
 
     fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.mock.seen()
     }
 
     /// The tool results the model was sent, in order, over all calls (the last call
@@ -103,23 +83,19 @@ fn tool_results(body: &serde_json::Value) -> Vec<String> {
     out
 }
 
-fn answer(c: &mut std::net::TcpStream, req: &Seen, gate: &(Mutex<bool>, Condvar)) -> bool {
+fn answer(req: &Seen, gate: &(Mutex<bool>, Condvar)) -> Answer {
     let path = req.line.split(' ').nth(1).unwrap_or("");
     if path.contains("/count_tokens") {
-        return json(c, r#"{"input_tokens":12}"#);
+        return Answer::Json(r#"{"input_tokens":12}"#.into());
     }
     if !path.starts_with("/v1/messages") {
-        let b = r#"{"type":"error","error":{"type":"not_found_error","message":"not here"}}"#;
-        use std::io::Write;
-        return write!(
-            c,
-            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
-            b.len()
-        )
-        .is_ok();
+        return Answer::Status(
+            404,
+            r#"{"type":"error","error":{"type":"not_found_error","message":"not here"}}"#.into(),
+        );
     }
     let body: serde_json::Value = serde_json::from_str(&req.body).unwrap_or_default();
-    let model = body["model"].as_str().unwrap_or("claude-test").to_string();
+    let (model, stream) = model_and_stream(req);
     let has_tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
     let results = tool_results(&body);
     let turn = if !has_tools {
@@ -136,11 +112,10 @@ fn answer(c: &mut std::net::TcpStream, req: &Seen, gate: &(Mutex<bool>, Condvar)
         let last = results.last().cloned().unwrap_or_default();
         Turn::Text(format!("done: {}", last.lines().next().unwrap_or("")))
     };
-    let stream = body["stream"].as_bool() == Some(true);
     if stream {
-        sse(c, &turn.events(&model), Pace::Quick)
+        Answer::Sse(turn.events(&model))
     } else {
-        json(c, &turn.message(&model))
+        Answer::Json(turn.message(&model))
     }
 }
 
@@ -248,7 +223,7 @@ fn setup(env: &Env, model: &ScriptedModel, orders: &str) -> std::path::PathBuf {
         format!(
             "layout \"solo\"\n\nimage \"claude\" {{\n    from-host {:?} \"/bin/busybox\" \"/bin/bash\"\n    copy \"./tools\" to=\"/opt/tools\" mode=0o755\n    env \"PATH\" \"/opt/tools:/usr/bin:/bin\"\n    env \"SHELL\" \"/bin/bash\"\n}}\n\nprovider \"anthropic\" api=\"anthropic\" endpoint=\"http://127.0.0.1:{}\" key-env=\"WARDEN_TEST_ANTHROPIC_KEY\"\n\n{orders}\nsandbox \"agent\" {{\n    image \"claude\"\n    command \"/bin/busybox\" \"sh\" \"-c\" {script:?}\n    agent \"claude-code\"\n    inference {{\n        route \"*\" to=\"anthropic\"\n    }}\n}}\n",
             claude.display().to_string(),
-            model.port
+            model.port()
         ),
     )
     .unwrap();
