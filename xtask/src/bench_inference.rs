@@ -261,7 +261,9 @@ fn run_release(args: &[String]) -> Result<()> {
         .and_then(Path::parent)
         .context("cannot find the target directory")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    println!("inference bench: building the release build of xtask (the router as warden ships it)");
+    println!(
+        "inference bench: building the release build of xtask (the router as warden ships it)"
+    );
     let status = Command::new(&cargo)
         .args(["build", "--release", "--quiet", "--package", "xtask"])
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
@@ -344,15 +346,15 @@ fn bench_in(o: &Opts, scratch: &Path) -> Result<()> {
 
     let mut paths: Vec<(PathDef, Arc<Target>, Option<u32>)> = Vec::new();
     for p in PATHS {
-        let (addr, pid) = match p.via {
-            Via::Direct => (mock, None),
-            Via::Warden => (router.addr, Some(router.pid())),
+        let (addr, pid, key) = match p.via {
+            Via::Direct => (mock, None, "sk-placeholder"),
+            Via::Warden => (router.addr, Some(router.pid()), "sk-placeholder"),
             Via::Litellm => match &litellm {
-                Ok(l) => (l.addr, Some(l.pid())),
+                Ok(l) => (l.addr, Some(l.pid()), l.master_key.as_str()),
                 Err(_) => continue,
             },
         };
-        paths.push((*p, Arc::new(Target::new(addr, *p)), pid));
+        paths.push((*p, Arc::new(Target::new(addr, *p, key)), pid));
     }
 
     println!(
@@ -470,7 +472,10 @@ fn bench_in(o: &Opts, scratch: &Path) -> Result<()> {
             mib(rss),
             mib(hwm)
         ),
-        None => println!("  warden router   cannot read /proc/{}/status", router.pid()),
+        None => println!(
+            "  warden router   cannot read /proc/{}/status",
+            router.pid()
+        ),
     }
     if let Some((rss, hwm)) = lite_rss {
         println!(
@@ -531,7 +536,9 @@ fn bench_in(o: &Opts, scratch: &Path) -> Result<()> {
     for p in &warden {
         let lite = sustained
             .iter()
-            .find(|(q, _)| q.via == Via::Litellm && q.client == p.client && q.provider == p.provider)
+            .find(|(q, _)| {
+                q.via == Via::Litellm && q.client == p.client && q.provider == p.provider
+            })
             .map(|(_, r)| *r);
         let own = sustained
             .iter()
@@ -657,7 +664,16 @@ impl Phase {
 fn print_pairs(pairs: &[Pair], what: &str) {
     println!(
         "  {:<18} {:>8} {:>8} {:>8}   {:>8} {:>8}   {:>9} {:>9}   {:>6} {:>7}",
-        "path", "p50", "p99", "max", "direct50", "direct99", "added p50", "added p99", "errors", "done/s"
+        "path",
+        "p50",
+        "p99",
+        "max",
+        "direct50",
+        "direct99",
+        "added p50",
+        "added p99",
+        "errors",
+        "done/s"
     );
     for pair in pairs {
         let (ph, d) = (&pair.path, &pair.direct);
@@ -719,7 +735,14 @@ struct Answers {
 
 /// The words of every answer; a client checks that they arrived.
 const ANSWER_WORDS: &[&str] = &[
-    "bench", " answer:", " the", " function", " returns", " the", " sum", ".",
+    "bench",
+    " answer:",
+    " the",
+    " function",
+    " returns",
+    " the",
+    " sum",
+    ".",
 ];
 
 impl Answers {
@@ -738,7 +761,8 @@ impl Answers {
                          "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 310, "completion_tokens": 12, "total_tokens": 322}
         });
-        let ev = |name: &str, v: serde_json::Value| Bytes::from(format!("event: {name}\ndata: {v}\n\n"));
+        let ev =
+            |name: &str, v: serde_json::Value| Bytes::from(format!("event: {name}\ndata: {v}\n\n"));
         let mut anthropic_sse = vec![ev(
             "message_start",
             serde_json::json!({"type": "message_start", "message": {
@@ -995,12 +1019,18 @@ impl RouterChild {
         let out = child.stdout.take().context("router stdout")?;
         let mut line = String::new();
         let read = std::io::BufReader::new(out).read_line(&mut line);
-        let addr = match read.ok().and_then(|_| line.trim().parse::<SocketAddr>().ok()) {
+        let addr = match read
+            .ok()
+            .and_then(|_| line.trim().parse::<SocketAddr>().ok())
+        {
             Some(a) => a,
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("the router's process did not say where it listens (`{}`)", line.trim());
+                bail!(
+                    "the router's process did not say where it listens (`{}`)",
+                    line.trim()
+                );
             }
         };
         Ok(RouterChild {
@@ -1062,7 +1092,9 @@ fn serve_router(policy_path: &Path) -> Result<()> {
     )
     .with_context(|| format!("`{}` is not an inference policy", policy_path.display()))?;
     let dir = policy_path.parent().unwrap_or(Path::new("."));
-    let audit = Arc::new(warden_router::JsonLines::open(&dir.join("inference.jsonl"))?);
+    let audit = Arc::new(warden_router::JsonLines::open(
+        &dir.join("inference.jsonl"),
+    )?);
     let router = warden_router::Router::new(
         policy,
         warden_router::RouterConfig::default(),
@@ -1100,6 +1132,8 @@ fn serve_router(policy_path: &Path) -> Result<()> {
 struct Litellm {
     child: Child,
     addr: SocketAddr,
+    /// Clients authenticate with it (LiteLLM refuses to start without a strong one).
+    master_key: String,
 }
 
 impl Litellm {
@@ -1116,7 +1150,10 @@ impl Litellm {
                 p.model()
             ));
         }
-        config.push_str("litellm_settings:\n  telemetry: false\n  drop_params: true\n");
+        let master_key = random_key()?;
+        config.push_str(&format!(
+            "litellm_settings:\n  telemetry: false\n  drop_params: true\ngeneral_settings:\n  master_key: {master_key}\n"
+        ));
         let dir = scratch.join("litellm");
         std::fs::create_dir_all(&dir)?;
         let config_path = dir.join("config.yaml");
@@ -1154,6 +1191,7 @@ impl Litellm {
         let mut l = Litellm {
             child,
             addr: ([127, 0, 0, 1], port).into(),
+            master_key,
         };
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
@@ -1189,9 +1227,20 @@ impl Drop for Litellm {
     }
 }
 
+/// `sk-` and 32 random bytes in hex.
+fn random_key() -> Result<String> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("cannot read /dev/urandom")?;
+    Ok(format!(
+        "sk-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    ))
+}
+
 fn health(addr: SocketAddr) -> bool {
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-    else {
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -1277,7 +1326,7 @@ fn install_litellm() -> Result<PathBuf> {
 struct Target {
     addr: SocketAddr,
     path: &'static str,
-    headers: Vec<(&'static str, &'static str)>,
+    headers: Vec<(&'static str, String)>,
     body: Bytes,
     body_stream: Bytes,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
@@ -1298,7 +1347,8 @@ error: test failed, to rerun pass `--lib`; took 0.42s on runner ubuntu-22.04 (4 
 The previous run (2024-01-14 09:15) passed with version 0.3.1 of the crate.";
 
 impl Target {
-    fn new(addr: SocketAddr, p: PathDef) -> Target {
+    /// `key`: the credential the client sends (a placeholder, or LiteLLM's master key).
+    fn new(addr: SocketAddr, p: PathDef, key: &str) -> Target {
         let model = p.model();
         let body = |stream: bool| -> Bytes {
             let v = match p.client {
@@ -1320,16 +1370,16 @@ impl Target {
             Api::Anthropic => (
                 "/v1/messages",
                 vec![
-                    ("content-type", "application/json"),
-                    ("anthropic-version", "2023-06-01"),
-                    ("x-api-key", "sk-ant-placeholder"),
+                    ("content-type", "application/json".to_string()),
+                    ("anthropic-version", "2023-06-01".to_string()),
+                    ("x-api-key", key.to_string()),
                 ],
             ),
             Api::Openai => (
                 "/v1/chat/completions",
                 vec![
-                    ("content-type", "application/json"),
-                    ("authorization", "Bearer sk-placeholder"),
+                    ("content-type", "application/json".to_string()),
+                    ("authorization", format!("Bearer {key}")),
                 ],
             ),
         };
@@ -1347,7 +1397,7 @@ impl Target {
     fn request(&self, stream: bool) -> Result<Request<Full<Bytes>>, String> {
         let mut b = Request::post(self.path).header(http::header::HOST, self.addr.to_string());
         for (k, v) in &self.headers {
-            b = b.header(*k, *v);
+            b = b.header(*k, v.as_str());
         }
         let body = if stream {
             self.body_stream.clone()
