@@ -392,32 +392,7 @@ fn bench_in(o: &Opts, scratch: &Path) -> Result<()> {
         }
     }
 
-    // Open loop at each rate, non-streaming; each path at the same moment as direct.
-    let dur = Duration::from_secs_f64(o.secs);
-    let mut at_rate: Vec<(u64, Vec<Pair>)> = Vec::new();
-    for &rate in &o.rates {
-        let pairs = measure_pairs(&load_rt, &paths, false, rate, dur);
-        println!(
-            "\nopen loop, {rate} requests/s for {} s per path, non-streaming (latency from each \
-             request's due time):",
-            o.secs
-        );
-        print_pairs(&pairs, "latency");
-        at_rate.push((rate, pairs));
-    }
-
-    // Streaming: time to the first byte.
-    let streams = measure_pairs(&load_rt, &paths, true, o.stream_rate, dur);
-    println!(
-        "\nopen loop, {} requests/s for {} s per path, streaming (server-sent events, {} ms \
-         between events): time to first byte",
-        o.stream_rate,
-        o.secs,
-        STREAM_GAP.as_millis()
-    );
-    print_pairs(&streams, "first byte");
-
-    // Closed loop: the rate each path sustains.
+    // Closed loop: the rate each path sustains (before any path was overloaded).
     println!(
         "\nclosed loop, {} concurrent clients for {} s, non-streaming: sustained rate",
         o.clients, o.closed_secs
@@ -462,6 +437,42 @@ fn bench_in(o: &Opts, scratch: &Path) -> Result<()> {
         settle(*pid);
     }
 
+    // Open loop, each path at the same moment as direct: first every phase of warden,
+    // then every phase of LiteLLM, whose overload (it sustains less than the lowest rate
+    // on a small machine) would otherwise weigh on warden's next phases.
+    let dur = Duration::from_secs_f64(o.secs);
+    let mut at_rate: Vec<(u64, Vec<Pair>)> = o.rates.iter().map(|r| (*r, Vec::new())).collect();
+    let mut streams: Vec<Pair> = Vec::new();
+    for via in [Via::Warden, Via::Litellm] {
+        for (rate, pairs) in at_rate.iter_mut() {
+            pairs.extend(measure_pairs(&load_rt, &paths, via, false, *rate, dur));
+        }
+        streams.extend(measure_pairs(
+            &load_rt,
+            &paths,
+            via,
+            true,
+            o.stream_rate,
+            dur,
+        ));
+    }
+    for (rate, pairs) in &at_rate {
+        println!(
+            "\nopen loop, {rate} requests/s for {} s per path, non-streaming (latency from each \
+             request's due time):",
+            o.secs
+        );
+        print_pairs(pairs, "latency");
+    }
+    println!(
+        "\nopen loop, {} requests/s for {} s per path, streaming (server-sent events, {} ms \
+         between events): time to first byte",
+        o.stream_rate,
+        o.secs,
+        STREAM_GAP.as_millis()
+    );
+    print_pairs(&streams, "first byte");
+
     // Memory after all the load.
     let rss = proc_memory(router.pid());
     let lite_rss = litellm.as_ref().ok().map(|l| group_memory(l.pid()));
@@ -485,6 +496,11 @@ fn bench_in(o: &Opts, scratch: &Path) -> Result<()> {
         );
     }
 
+    let children_cpu = group_cpu_secs(router.pid())
+        + litellm
+            .as_ref()
+            .ok()
+            .map_or(0.0, |l| group_cpu_secs(l.pid()));
     let audit = router.stop()?;
     let calls: usize = at_rate
         .iter()
@@ -572,11 +588,12 @@ fn bench_in(o: &Opts, scratch: &Path) -> Result<()> {
     }
 
     let secs = busy0.1.elapsed().as_secs_f64();
-    let others = ((machine_busy_secs() - busy0.0) - (process_cpu_secs() - own0)).max(0.0) / secs;
+    let others = ((machine_busy_secs() - busy0.0) - (process_cpu_secs() - own0) - children_cpu)
+        .max(0.0)
+        / secs;
     println!(
-        "\nload average at the end: {}; processes other than the load generator and the mock \
-         kept {others:.2} cores busy on average over {secs:.0} s (the router and LiteLLM \
-         included)",
+        "\nload average at the end: {}; processes outside the bench (not the load generator, \
+         the mock, the router or LiteLLM) kept {others:.2} cores busy on average over {secs:.0} s",
         load_average()
     );
     Ok(())
@@ -603,15 +620,17 @@ struct Pair {
     direct: Phase,
 }
 
+/// Every path carried by `via`, each paired with its direct baseline.
 fn measure_pairs(
     rt: &tokio::runtime::Runtime,
     paths: &[(PathDef, Arc<Target>, Option<u32>)],
+    via: Via,
     stream: bool,
     rate: u64,
     dur: Duration,
 ) -> Vec<Pair> {
     let mut pairs = Vec::new();
-    for (p, t, pid) in paths.iter().filter(|(p, _, _)| p.via != Via::Direct) {
+    for (p, t, pid) in paths.iter().filter(|(p, _, _)| p.via == via) {
         let Some((_, base, _)) = paths.iter().find(|(q, _, _)| *q == p.baseline()) else {
             continue;
         };
@@ -677,16 +696,24 @@ fn print_pairs(pairs: &[Pair], what: &str) {
     );
     for pair in pairs {
         let (ph, d) = (&pair.path, &pair.direct);
+        // No call of the path succeeded: no percentile to print.
+        let ms = |v: f64, prec: usize| {
+            if v.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{v:.prec$}")
+            }
+        };
         println!(
-            "  {:<18} {:>8.3} {:>8.3} {:>8.1}   {:>8.3} {:>8.3}   {:>9.3} {:>9.3}   {:>6} {:>7.0}",
+            "  {:<18} {:>8} {:>8} {:>8}   {:>8} {:>8}   {:>9} {:>9}   {:>6} {:>7.0}",
             ph.path.label(),
-            ph.p50,
-            ph.p99,
-            ph.max,
-            d.p50,
-            d.p99,
-            ph.p50 - d.p50,
-            ph.p99 - d.p99,
+            ms(ph.p50, 3),
+            ms(ph.p99, 3),
+            ms(ph.max, 1),
+            ms(d.p50, 3),
+            ms(d.p99, 3),
+            ms(ph.p50 - d.p50, 3),
+            ms(ph.p99 - d.p99, 3),
             ph.errors + d.errors,
             ph.achieved
         );
@@ -703,7 +730,7 @@ fn print_pairs(pairs: &[Pair], what: &str) {
     );
 }
 
-/// After a phase, wait until the path's process is idle again (at most 20 s): an
+/// After a phase, wait until the path's process is idle again (at most a minute): an
 /// overloaded LiteLLM still works through abandoned calls, which would slow the next
 /// phase of every path.
 fn settle(pid: Option<u32>) {
@@ -711,7 +738,7 @@ fn settle(pid: Option<u32>) {
         std::thread::sleep(Duration::from_millis(100));
         return;
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = group_cpu_secs(pid);
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
