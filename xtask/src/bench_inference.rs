@@ -264,7 +264,25 @@ fn run_release(args: &[String]) -> Result<()> {
     println!(
         "inference bench: building the release build of xtask (the router as warden ships it)"
     );
-    let status = Command::new(&cargo)
+    let mut build = Command::new(&cargo);
+    // What `cargo run` set for this process is not the build's business: ring's build
+    // script reruns when `CARGO_MANIFEST_DIR` changes, which would rebuild half the tree
+    // on every switch between `cargo xtask` and a plain `cargo build`.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("CARGO_PKG_")
+            || matches!(
+                k.as_str(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+            )
+        {
+            build.env_remove(k);
+        }
+    }
+    let status = build
         .args(["build", "--release", "--quiet", "--package", "xtask"])
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
         .status()
