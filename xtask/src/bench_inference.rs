@@ -320,10 +320,18 @@ fn die_with_parent(cmd: &mut Command) -> &mut Command {
 // ---- the bench ---------------------------------------------------------------------
 
 fn bench(o: &Opts) -> Result<()> {
-    let scratch = scratch_dir()?;
-    let result = bench_in(o, &scratch);
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    let scratch = Scratch(scratch_dir()?);
+    bench_in(o, &scratch.0)
+}
+
+/// The bench's directory, removed however the bench ends (also on a panic, say a
+/// closed stdout).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn bench_in(o: &Opts, scratch: &Path) -> Result<()> {
@@ -1792,4 +1800,139 @@ fn scratch_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("warden-bench-inference-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn options_are_read_and_bad_ones_refused_with_the_option_named() {
+        let o = opts(&args(
+            "inference --rates 100,2000 --secs 2.5 --stream-rate 50 --closed-secs 1 --clients 8 --no-litellm",
+        ))
+        .unwrap();
+        assert_eq!(o.rates, vec![100, 2000]);
+        assert_eq!(
+            (o.secs, o.stream_rate, o.closed_secs, o.clients),
+            (2.5, 50, 1.0, 8)
+        );
+        assert!(!o.litellm && !o.debug_build && o.serve_router.is_none());
+        let o = opts(&args("all")).unwrap();
+        assert_eq!(
+            (o.rates, o.secs, o.litellm),
+            (vec![100, 500, 1000], 10.0, true)
+        );
+        for (bad, says) in [
+            ("--rates 0", "`--rates` needs a number above 0, not `0`"),
+            ("--rates 100,x", "`--rates` needs a number, not `x`"),
+            (
+                "--rates 200000",
+                "`--rates` takes rates from 1 to 100000 requests/s",
+            ),
+            ("--secs", "`--secs` needs a value"),
+            ("--secs NaN", "`--secs` needs a number above 0, not `NaN`"),
+            ("--secs -1", "`--secs` needs a number above 0, not `-1`"),
+            (
+                "--clients 1e400",
+                "`--clients` needs a number above 0, not `1e400`",
+            ),
+            ("--wat 1", "unknown option `--wat` for `bench inference`"),
+        ] {
+            let err = opts(&args(bad)).err().map(|e| format!("{e:#}"));
+            assert_eq!(
+                err.as_deref().map(|e| e.starts_with(says)),
+                Some(true),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_warden_path_has_its_route_to_the_provider_of_its_api() {
+        let mock: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let p = policy(mock);
+        for path in PATHS.iter().filter(|p| p.via == Via::Warden) {
+            let route = p.route_for(path.model()).unwrap();
+            let provider = p.provider(&route.provider).unwrap();
+            assert_eq!(provider.api, path.provider);
+        }
+        assert_eq!(p.providers[0].endpoint, "http://127.0.0.1:9");
+        assert_eq!(p.providers[1].endpoint, "http://127.0.0.1:9/v1");
+    }
+
+    /// The bench's plumbing end to end: the mock answers both APIs, plain and streamed,
+    /// directly and through an in-process router with the bench's policy.
+    #[test]
+    fn calls_reach_the_mock_directly_and_through_the_router() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mock = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            l.set_nonblocking(true).unwrap();
+            let _g = rt.enter();
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            rt.spawn(serve_mock(l, Arc::new(Answers::new())));
+            addr
+        };
+        let (events_tx, events) = mpsc::channel();
+        let router = warden_router::Router::with_env(
+            policy(mock),
+            warden_router::RouterConfig::default(),
+            events_tx,
+            |k| Some(format!("key-of-{k}")),
+        )
+        .unwrap();
+        let handle = {
+            let _g = rt.enter();
+            warden_router::spawn(TcpListener::bind("127.0.0.1:0").unwrap(), router).unwrap()
+        };
+        let mut calls = 0;
+        for p in PATHS.iter().filter(|p| p.via != Via::Litellm) {
+            let addr = match p.via {
+                Via::Warden => handle.local_addr(),
+                _ => mock,
+            };
+            let t = Arc::new(Target::new(addr, *p, "sk-placeholder"));
+            for stream in [false, true] {
+                // Twice: the second call reuses the pooled connection.
+                for _ in 0..2 {
+                    let (first, end) = rt.block_on(t.call(stream)).unwrap();
+                    assert!(first <= end, "{}", p.label());
+                    calls += usize::from(p.via == Via::Warden);
+                }
+            }
+            let out = open_loop(&rt, &[t.clone()], false, 200, Duration::from_millis(100));
+            assert_eq!(
+                (out[0].latencies.len(), out[0].errors),
+                (20, 0),
+                "{}",
+                p.label()
+            );
+            calls += 20 * usize::from(p.via == Via::Warden);
+        }
+        rt.block_on(handle.shutdown()).unwrap();
+        let events: Vec<warden_router::RouterEvent> = events.try_iter().collect();
+        assert_eq!(events.len(), calls);
+        assert!(
+            events
+                .iter()
+                .all(|e| e.status == 200 && e.decision == "route")
+        );
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.input_tokens == Some(310))
+                .count(),
+            calls
+        );
+    }
 }
