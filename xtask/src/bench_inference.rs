@@ -1910,7 +1910,13 @@ mod tests {
                     calls += usize::from(p.via == Via::Warden);
                 }
             }
-            let out = open_loop(&rt, &[t.clone()], false, 200, Duration::from_millis(100));
+            let out = open_loop(
+                &rt,
+                std::slice::from_ref(&t),
+                false,
+                200,
+                Duration::from_millis(100),
+            );
             assert_eq!(
                 (out[0].latencies.len(), out[0].errors),
                 (20, 0),
