@@ -870,7 +870,7 @@ fn is_root() -> bool {
 }
 
 /// CPU time (user + system) of this whole process.
-fn process_cpu_secs() -> f64 {
+pub(crate) fn process_cpu_secs() -> f64 {
     // SAFETY: getrusage fills the struct we pass; zeroed is a valid initial value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
@@ -883,7 +883,7 @@ fn process_cpu_secs() -> f64 {
 
 /// CPU time the whole machine spent busy (all processes, interrupts, and time the
 /// hypervisor gave to others), from /proc/stat.
-fn machine_busy_secs() -> f64 {
+pub(crate) fn machine_busy_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let line = stat.lines().next().unwrap_or("");
     // cpu user nice system idle iowait irq softirq steal ...
@@ -897,7 +897,7 @@ fn machine_busy_secs() -> f64 {
 }
 
 /// CPU time (user + system) of another process, all its threads, from /proc.
-fn pid_cpu_secs(pid: u32) -> f64 {
+pub(crate) fn pid_cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat_cpu_secs(&stat)
 }

@@ -3,6 +3,7 @@
 mod bench_apply;
 mod bench_egress;
 mod bench_image;
+mod bench_inference;
 mod bench_lang;
 mod bench_run;
 mod test;
@@ -32,6 +33,9 @@ fn main() -> anyhow::Result<()> {
             if matches!(which, "all" | "apply") {
                 bench_apply::run(rest)?;
             }
+            if matches!(which, "all" | "inference") {
+                bench_inference::run(rest)?;
+            }
             Ok(())
         }
         "test" => test::run(rest),
@@ -41,7 +45,7 @@ fn main() -> anyhow::Result<()> {
         ),
         _ => {
             println!(
-                "usage: cargo xtask test | cargo xtask third-party | cargo xtask bench [all|lang|image|run|egress|apply]"
+                "usage: cargo xtask test | cargo xtask third-party | cargo xtask bench [all|lang|image|run|egress|apply|inference]"
             );
             Ok(())
         }

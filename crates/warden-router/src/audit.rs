@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One call through the router.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,14 +82,22 @@ impl AuditSink for NoAudit {
 }
 
 const JSON_LINES_CAPACITY: usize = 16 * 1024;
+/// How long the writer lets events gather after the first of a batch. Waking a blocked
+/// thread costs a system call and a context switch; at thousands of calls a second,
+/// once per call was a tenth of the router's CPU.
+const BATCH_PAUSE: Duration = Duration::from_millis(10);
+/// Written events reach the file at least this often.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 enum Msg {
     Event(Box<RouterEvent>),
     Flush(mpsc::Sender<()>),
 }
 
-/// Writes events as JSON lines from a thread of its own (file IO blocks). A full queue
-/// drops the event and counts it ([`JsonLines::dropped`]): auditing never stalls traffic.
+/// Writes events as JSON lines from a thread of its own (file IO blocks), in batches
+/// (an event is written within about 10 ms, and flushed to the file within half a
+/// second). A full queue drops the event and counts it ([`JsonLines::dropped`]):
+/// auditing never stalls traffic.
 pub struct JsonLines {
     tx: mpsc::SyncSender<Msg>,
     dropped: Arc<AtomicU64>,
@@ -120,20 +128,42 @@ impl JsonLines {
         std::thread::Builder::new()
             .name("warden-router-audit".into())
             .spawn(move || {
-                loop {
-                    match rx.recv_timeout(Duration::from_millis(500)) {
-                        Ok(Msg::Event(ev)) => {
-                            if let Ok(mut line) = serde_json::to_vec(&ev) {
-                                line.push(b'\n');
-                                let _ = out.write_all(&line);
-                            }
+                let mut line = Vec::with_capacity(512);
+                let mut flushed = Instant::now();
+                let mut write = |msg: Msg, out: &mut io::BufWriter<_>| match msg {
+                    Msg::Event(ev) => {
+                        line.clear();
+                        if serde_json::to_writer(&mut line, &ev).is_ok() {
+                            line.push(b'\n');
+                            let _ = out.write_all(&line);
                         }
-                        Ok(Msg::Flush(ack)) => {
-                            let _ = out.flush();
-                            let _ = ack.send(());
+                    }
+                    Msg::Flush(ack) => {
+                        let _ = out.flush();
+                        let _ = ack.send(());
+                    }
+                };
+                loop {
+                    match rx.recv_timeout(FLUSH_EVERY) {
+                        Ok(msg) => {
+                            write(msg, &mut out);
+                            // Let the events of a busy moment gather, then write them
+                            // together: the router's tasks wake this thread once per
+                            // batch, not once per call.
+                            std::thread::sleep(BATCH_PAUSE);
+                            while let Ok(msg) = rx.try_recv() {
+                                write(msg, &mut out);
+                            }
+                            // Steady traffic never leaves the queue idle for half a
+                            // second: flush on the clock too.
+                            if flushed.elapsed() >= FLUSH_EVERY {
+                                let _ = out.flush();
+                                flushed = Instant::now();
+                            }
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             let _ = out.flush();
+                            flushed = Instant::now();
                         }
                         Err(mpsc::RecvTimeoutError::Disconnected) => {
                             let _ = out.flush();
@@ -167,5 +197,53 @@ impl AuditSink for JsonLines {
         if self.tx.try_send(Msg::Event(Box::new(event))).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_writes_every_event_in_order_in_batches() {
+        let out = Shared::default();
+        let sink = JsonLines::start(out.clone()).unwrap();
+        let event = |i: u64| RouterEvent {
+            ts_ms: i,
+            sandbox: "agent".into(),
+            endpoint: "messages".into(),
+            status: 200,
+            decision: "route".into(),
+            ..RouterEvent::default()
+        };
+        // Bursts with pauses between them: some batches of many, some of one.
+        for burst in 0..5u64 {
+            for i in 0..1_000 {
+                sink.record(event(burst * 1_000 + i));
+            }
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        sink.flush();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let got: Vec<RouterEvent> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(sink.dropped(), 0);
+        assert_eq!(got, (0..5_000).map(event).collect::<Vec<_>>());
     }
 }

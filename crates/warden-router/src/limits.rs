@@ -1,11 +1,18 @@
 //! Per-sandbox rate limits over a sliding minute: requests counted when admitted,
 //! tokens when an answer reports its usage.
+//!
+//! Only what a limit needs is kept: without `requests_per_minute` no request is
+//! recorded, without `tokens_per_minute` no token count (a limit set by a reload counts
+//! from then on). The requests kept are at most the limit; token counts of one second
+//! share an entry, so at most about sixty are kept whatever the traffic.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(60);
+/// Token counts this close together share one entry.
+const TOKEN_BUCKET: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 pub(crate) struct Limits {
@@ -82,13 +89,28 @@ impl Limits {
             }
             return Err(Exceeded::Tokens { limit, retry_after });
         }
-        w.requests.push_back(now);
+        if rpm.is_some() {
+            w.requests.push_back(now);
+        }
         Ok(())
     }
 
-    pub(crate) fn add_tokens(&self, now: Instant, n: u64) {
+    /// Count the `n` tokens of an answer, when a tokens limit (`tpm`) is set. Counts
+    /// within [`TOKEN_BUCKET`] of the last entry join it and move its time to `now`: they
+    /// leave the window no earlier than their own minute ends.
+    pub(crate) fn add_tokens(&self, now: Instant, n: u64, tpm: Option<u64>) {
+        if tpm.is_none() {
+            return;
+        }
         let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        w.tokens.push_back((now, n));
+        w.prune(now);
+        match w.tokens.back_mut() {
+            Some((t, m)) if now.saturating_duration_since(*t) < TOKEN_BUCKET => {
+                *t = now;
+                *m += n;
+            }
+            _ => w.tokens.push_back((now, n)),
+        }
         w.token_sum += n;
     }
 }
@@ -119,8 +141,8 @@ mod tests {
         let l = Limits::default();
         let t0 = Instant::now();
         assert_eq!(l.admit(t0, None, Some(100)), Ok(()));
-        l.add_tokens(t0, 60);
-        l.add_tokens(t0 + Duration::from_secs(20), 50);
+        l.add_tokens(t0, 60, Some(100));
+        l.add_tokens(t0 + Duration::from_secs(20), 50, Some(100));
         assert_eq!(
             l.admit(t0 + Duration::from_secs(30), None, Some(100)),
             Err(Exceeded::Tokens {
@@ -132,5 +154,44 @@ mod tests {
             l.admit(t0 + Duration::from_secs(60), None, Some(100)),
             Ok(())
         );
+    }
+
+    #[test]
+    fn nothing_is_kept_without_a_limit() {
+        let l = Limits::default();
+        let t0 = Instant::now();
+        for i in 0..10_000u64 {
+            let now = t0 + Duration::from_micros(i * 100);
+            assert_eq!(l.admit(now, None, None), Ok(()));
+            l.add_tokens(now, 322, None);
+        }
+        let w = l.inner.lock().unwrap();
+        assert_eq!((w.requests.len(), w.tokens.len(), w.token_sum), (0, 0, 0));
+    }
+
+    #[test]
+    fn token_counts_of_one_second_share_an_entry_stamped_with_the_last() {
+        let l = Limits::default();
+        let t0 = Instant::now();
+        for i in 0..1_000u64 {
+            l.add_tokens(t0 + Duration::from_micros(i * 900), 10, Some(5_000));
+        }
+        {
+            let w = l.inner.lock().unwrap();
+            assert_eq!(w.tokens.len(), 1);
+            assert_eq!(w.token_sum, 10_000);
+        }
+        // The entry is stamped 0.8991 s after t0: over the limit until a minute after that.
+        let last = t0 + Duration::from_micros(999 * 900);
+        assert_eq!(
+            l.admit(t0 + Duration::from_secs(60), None, Some(5_000)),
+            Err(Exceeded::Tokens {
+                limit: 5_000,
+                retry_after: WINDOW - (t0 + Duration::from_secs(60) - last)
+            })
+        );
+        assert_eq!(l.admit(last + WINDOW, None, Some(5_000)), Ok(()));
+        let w = l.inner.lock().unwrap();
+        assert_eq!((w.tokens.len(), w.token_sum), (0, 0));
     }
 }

@@ -282,7 +282,8 @@ impl Relay {
         }
         let tokens = self.usage.total();
         if tokens > 0 {
-            self.router.limits.add_tokens(Instant::now(), tokens);
+            let tpm = self.router.live.load().policy.tokens_per_minute;
+            self.router.limits.add_tokens(Instant::now(), tokens, tpm);
         }
         if ev.ts_ms == 0 {
             ev.ts_ms = unix_ms();

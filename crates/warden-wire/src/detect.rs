@@ -257,6 +257,11 @@ fn api_keys(b: &[u8], out: &mut Vec<Finding>) {
         (b"AIza", 35, 35),
     ];
     let tok = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    let shortest = PREFIXES
+        .iter()
+        .map(|(p, min, _)| p.len() + min)
+        .min()
+        .unwrap_or(0);
     let mut i = 0;
     while i < b.len() {
         if i > 0 && tok(b[i - 1]) {
@@ -268,13 +273,16 @@ fn api_keys(b: &[u8], out: &mut Vec<Finding>) {
             e += 1;
         }
         let w = &b[i..e];
-        let hit = PREFIXES.iter().find_map(|(p, min, max)| {
-            let rest = w.strip_prefix(*p)?;
-            let random = rest.iter().any(u8::is_ascii_digit)
+        // Most words of a prompt are shorter than any key: no prefix to compare.
+        let hit = (w.len() >= shortest).then_some(()).and_then(|()| {
+            PREFIXES.iter().find_map(|(p, min, max)| {
+                let rest = w.strip_prefix(*p)?;
+                let random = rest.iter().any(u8::is_ascii_digit)
                 && rest.iter().any(u8::is_ascii_alphabetic)
                 // `sk-my-very-long-descriptive-name`: words, not a key.
                 && rest.split(|c| *c == b'-' || *c == b'_').any(|part| part.len() >= 12);
-            ((*min..=*max).contains(&rest.len()) && random).then_some(())
+                ((*min..=*max).contains(&rest.len()) && random).then_some(())
+            })
         });
         if hit.is_some() {
             push(out, Detector::ApiKey, i, e);
