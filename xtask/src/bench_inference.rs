@@ -25,8 +25,9 @@
 //! the bench ends, fails, or is killed (parent-death signal).
 //!
 //! A path is one entry of [`PATHS`]: who carries the call (direct, warden, LiteLLM),
-//! the API the client speaks and the API of the provider. A translated path (client of
-//! one API, provider of the other) is one more entry once the router translates.
+//! the API the client speaks and the API of the provider. The translated paths (client
+//! of one API, provider of the other) are compared with the pass-through path of the
+//! client's API as well as with direct.
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -111,6 +112,18 @@ const PATHS: &[PathDef] = &[
         via: Via::Warden,
         client: Api::Openai,
         provider: Api::Openai,
+    },
+    // Translated by the router: a Messages client to an OpenAI provider, a Chat
+    // Completions client to an Anthropic provider.
+    PathDef {
+        via: Via::Warden,
+        client: Api::Anthropic,
+        provider: Api::Openai,
+    },
+    PathDef {
+        via: Via::Warden,
+        client: Api::Openai,
+        provider: Api::Anthropic,
     },
     PathDef {
         via: Via::Litellm,
@@ -559,6 +572,29 @@ fn bench_in(o: &Opts, scratch: &Path) -> Result<()> {
                     p.label(),
                     added,
                     verdict(added < 1.0 && *rate >= 1000)
+                );
+            }
+        }
+    }
+    // Translation's own cost: what a translated path adds over the pass-through path
+    // of the same client API, both measured against direct at the same moments.
+    if let Some((rate, pairs)) = top {
+        for p in warden.iter().filter(|p| p.client != p.provider) {
+            let through = PathDef {
+                via: Via::Warden,
+                client: p.client,
+                provider: p.client,
+            };
+            if let (Some(t), Some(pt)) = (
+                added(pairs, p, |ph| ph.p99),
+                added(pairs, &through, |ph| ph.p99),
+            ) {
+                println!(
+                    "  translated p99 added over pass-through at {rate} requests/s < 1 ms ({} vs {}): {:.3} ms  {}",
+                    p.label(),
+                    through.label(),
+                    t - pt,
+                    verdict(t - pt < 1.0 && *rate >= 1000)
                 );
             }
         }

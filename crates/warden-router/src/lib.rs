@@ -727,7 +727,8 @@ impl Router {
         ev.input_tokens = usage.input;
         ev.output_tokens = usage.output;
         if usage.total() > 0 {
-            self.limits.add_tokens(Instant::now(), usage.total());
+            let tpm = self.live.load().policy.tokens_per_minute;
+            self.limits.add_tokens(Instant::now(), usage.total(), tpm);
         }
         self.audit.record(ev);
         rparts.status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
