@@ -5,6 +5,7 @@ mod bench_egress;
 mod bench_image;
 mod bench_lang;
 mod bench_run;
+mod postgres;
 mod test;
 mod third_party;
 
@@ -35,13 +36,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         "test" => test::run(rest),
+        "postgres" => postgres::run(rest),
         "third-party" => third_party::verify(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
             &std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
         ),
         _ => {
             println!(
-                "usage: cargo xtask test | cargo xtask third-party | cargo xtask bench [all|lang|image|run|egress|apply]"
+                "usage: cargo xtask test | cargo xtask third-party | cargo xtask postgres start|stop | cargo xtask bench [all|lang|image|run|egress|apply]"
             );
             Ok(())
         }

@@ -88,7 +88,10 @@ impl Pg {
             .map_err(fail("set up"))?;
         tx.batch_execute(SETUP).map_err(fail("set up"))?;
         let schema: i64 = tx
-            .query_one("SELECT value FROM warden_audit.meta WHERE key = 'schema'", &[])
+            .query_one(
+                "SELECT value FROM warden_audit.meta WHERE key = 'schema'",
+                &[],
+            )
             .map_err(fail("read the schema of"))?
             .get(0);
         tx.commit().map_err(fail("set up"))?;
@@ -118,7 +121,9 @@ impl Pg {
         cursor: Option<(&str, (u64, u64))>,
     ) -> Result<(), AuditError> {
         let mut client = self.client.borrow_mut();
-        let mut tx = client.transaction().map_err(self.fail("begin a write to"))?;
+        let mut tx = client
+            .transaction()
+            .map_err(self.fail("begin a write to"))?;
         for chunk in events.chunks(CHUNK) {
             let mut ids = Vec::with_capacity(chunk.len());
             let mut versions = Vec::with_capacity(chunk.len());
@@ -136,9 +141,8 @@ impl Pg {
                 sandboxes.push(e.sandbox.as_deref().map(clean));
                 actors.push(clean(&e.actor));
                 kinds.push(e.detail.kind());
-                bodies.push(
-                    serde_json::to_string(e).map_err(|e| AuditError::Encode(e.to_string()))?,
-                );
+                bodies
+                    .push(serde_json::to_string(e).map_err(|e| AuditError::Encode(e.to_string()))?);
             }
             tx.execute(
                 INSERT,

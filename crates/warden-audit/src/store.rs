@@ -97,7 +97,6 @@ impl Store {
         Ok(store)
     }
 
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -279,12 +278,12 @@ impl Store {
         };
         let db_path = self.dir.join(DB_FILE);
         db.query_row(
-                "SELECT inode, offset FROM imports WHERE file = ?1",
-                params![file],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-            )
-            .optional()
-            .map_err(AuditError::db(&db_path))
+            "SELECT inode, offset FROM imports WHERE file = ?1",
+            params![file],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )
+        .optional()
+        .map_err(AuditError::db(&db_path))
     }
 
     /// Appends imported events and moves the file's cursor, both in one transaction
@@ -336,26 +335,26 @@ fn open_sqlite(dir: &Path) -> Result<Connection, AuditError> {
         move |source| AuditError::Io { op, path, source }
     };
     let db_path = dir.join(DB_FILE);
-        // Made root's only before SQLite opens it; SQLite gives its WAL and shared
-        // memory files the database's mode.
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&db_path)
-            .map_err(io("create", &db_path))?;
-        let db = Connection::open(&db_path).map_err(AuditError::db(&db_path))?;
-        db.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(AuditError::db(&db_path))?;
-        db.pragma_update(None, "journal_mode", "WAL")
-            .map_err(AuditError::db(&db_path))?;
-        // With WAL, NORMAL syncs at checkpoints only; the spool is what makes an event
-        // durable, so a power loss can cost the database its last commits but never an
-        // event (the spool is truncated only after a commit, and recovered on open).
-        db.pragma_update(None, "synchronous", "FULL")
-            .map_err(AuditError::db(&db_path))?;
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    // Made root's only before SQLite opens it; SQLite gives its WAL and shared
+    // memory files the database's mode.
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&db_path)
+        .map_err(io("create", &db_path))?;
+    let db = Connection::open(&db_path).map_err(AuditError::db(&db_path))?;
+    db.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(AuditError::db(&db_path))?;
+    db.pragma_update(None, "journal_mode", "WAL")
+        .map_err(AuditError::db(&db_path))?;
+    // With WAL, NORMAL syncs at checkpoints only; the spool is what makes an event
+    // durable, so a power loss can cost the database its last commits but never an
+    // event (the spool is truncated only after a commit, and recovered on open).
+    db.pragma_update(None, "synchronous", "FULL")
+        .map_err(AuditError::db(&db_path))?;
+    db.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS events (
                  id TEXT PRIMARY KEY,
                  version INTEGER NOT NULL,
@@ -374,21 +373,21 @@ fn open_sqlite(dir: &Path) -> Result<Connection, AuditError> {
                  offset INTEGER NOT NULL
              );
              INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', 1);",
-        )
+    )
+    .map_err(AuditError::db(&db_path))?;
+    let schema: i64 = db
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
         .map_err(AuditError::db(&db_path))?;
-        let schema: i64 = db
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
-                r.get(0)
-            })
-            .map_err(AuditError::db(&db_path))?;
-        if schema != SCHEMA {
-            return Err(AuditError::Schema {
-                path: db_path,
-                found: schema,
-                expected: SCHEMA,
-            });
-        }
-        Ok(db)
+    if schema != SCHEMA {
+        return Err(AuditError::Schema {
+            path: db_path,
+            found: schema,
+            expected: SCHEMA,
+        });
+    }
+    Ok(db)
 }
 
 fn insert(tx: &rusqlite::Transaction<'_>, e: &Event) -> rusqlite::Result<usize> {

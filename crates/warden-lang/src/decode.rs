@@ -2288,7 +2288,11 @@ fn inference_limits(cx: &mut Cx, n: &N<'_>, l: &mut InferenceLimits) {
 fn audit(cx: &mut Cx, n: &N<'_>) -> Option<AuditStore> {
     n.check_props(cx, &[]);
     n.no_children(cx);
-    let (url, span) = name_arg(cx, n, "the PostgreSQL URL, e.g. \"postgres://warden@localhost/warden\"")?;
+    let (url, span) = name_arg(
+        cx,
+        n,
+        "the PostgreSQL URL, e.g. \"postgres://warden@localhost/warden\"",
+    )?;
     let scheme_ok = ["postgres://", "postgresql://"]
         .iter()
         .any(|p| url.starts_with(p) && url.len() > p.len());

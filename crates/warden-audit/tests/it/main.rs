@@ -363,7 +363,12 @@ fn sqlite_and_postgres_return_the_same_events() {
     let events = [
         ev("acme", "a1", granted("x"), 2_000),
         odd,
-        ev("globex", "g1", Detail::OrderRevoked { order: "y".into() }, 1_000),
+        ev(
+            "globex",
+            "g1",
+            Detail::OrderRevoked { order: "y".into() },
+            1_000,
+        ),
         ev(
             "acme",
             "a2",
@@ -425,7 +430,9 @@ fn an_unreachable_postgres_is_a_clear_error() {
         .unwrap()
         .port();
     let url = format!("postgres://warden:hunter2@127.0.0.1:{port}/audit");
-    let e = Store::open_postgres(tmp.path(), &url).unwrap_err().to_string();
+    let e = Store::open_postgres(tmp.path(), &url)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.starts_with(&format!(
             "audit database `postgres://warden:***@127.0.0.1:{port}/audit`: cannot connect to it"

@@ -49,8 +49,7 @@ impl Db {
         // neither may run in.
         c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
             .unwrap();
-        c.batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
         Db {
             url: with_database(&server_url(), &name),
             name,
@@ -68,7 +67,10 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         if let Ok(mut c) = postgres::Client::connect(&server_url(), postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::Exit;
 use crate::commands::approvals::{self, OpError};
+use crate::commands::audit::{self, AuditAt};
 use crate::deploy::paths::Paths;
 use crate::project::{self, Project};
 use crate::ui::Out;
@@ -41,14 +42,26 @@ impl Control {
         })
     }
 
-    fn audit_store(&self) -> Result<warden_audit::Store, BackendError> {
-        warden_audit::Store::open(&self.paths.state_dir)
+    fn audit_store(&self, p: &Project) -> Result<warden_audit::Store, BackendError> {
+        AuditAt::of(p)
+            .open()
             .map_err(|e| BackendError::Internal(e.to_string()))
     }
 
+    /// Where the file (as it is now) keeps the audit.
+    fn audit_at(&self) -> Result<AuditAt, String> {
+        self.project().map(|p| AuditAt::of(&p)).map_err(|_| {
+            format!(
+                "`{}` cannot be loaded, so where its audit store lives is unknown",
+                self.file.display()
+            )
+        })
+    }
+
     fn record(&self, actor: &str, tenant: &str, detail: warden_audit::Detail) {
-        if let Err(e) =
-            crate::commands::audit::record(&self.paths.state_dir, actor, Some(tenant), None, detail)
+        if let Err(e) = self
+            .audit_at()
+            .and_then(|at| audit::record(&at, actor, Some(tenant), None, detail))
         {
             eprintln!("warning: not recorded in the audit store: {e}");
         }
@@ -164,9 +177,9 @@ impl Backend for Control {
 
     fn audit(&self, tenant: &str, q: &AuditQuery) -> Result<Value, BackendError> {
         let p = self.project()?;
-        let mut store = self.audit_store()?;
+        let mut store = self.audit_store(&p)?;
         let tenant_of = |name: &str| p.model.sandbox(name).and_then(|s| s.tenant.clone());
-        if let Err(e) = crate::commands::audit::import_egress(&mut store, &self.paths, &tenant_of) {
+        if let Err(e) = audit::import_egress(&mut store, &self.paths, &tenant_of) {
             eprintln!("warning: egress decisions were not imported: {e}");
         }
         let events = store
@@ -256,8 +269,9 @@ impl Backend for Control {
             path: path.to_string(),
             remote: remote.to_string(),
         };
-        if let Err(e) =
-            crate::commands::audit::record(&self.paths.state_dir, "anonymous", None, None, detail)
+        if let Err(e) = self
+            .audit_at()
+            .and_then(|at| audit::record(&at, "anonymous", None, None, detail))
         {
             eprintln!("warning: a refused login was not recorded in the audit store: {e}");
         }
