@@ -48,7 +48,7 @@ pub struct Store {
 #[derive(Debug)]
 enum Db {
     Sqlite(Connection),
-    Postgres(crate::pg::Pg),
+    Postgres(Box<crate::pg::Pg>),
 }
 
 impl Store {
@@ -65,7 +65,7 @@ impl Store {
     pub fn open_postgres(state_dir: &Path, url: &str) -> Result<Store, AuditError> {
         let dir = audit_dir(state_dir)?;
         let pg = crate::pg::Pg::connect(url)?;
-        Store::recover(dir, Db::Postgres(pg))
+        Store::recover(dir, Db::Postgres(Box::new(pg)))
     }
 
     /// [`Store::open_postgres`] when the file names a URL, else [`Store::open`].

@@ -205,6 +205,10 @@ pub fn run(
             inference: s.plan.inference.clone(),
             state_dir: sandbox_state_dir(&p, &s.name),
             workers: 2,
+            keys: services::KeyStore {
+                tenant: s.plan.tenant.clone(),
+                state_dir: PathBuf::from(&p.options.state_dir),
+            },
         },
     };
     // Without a helper, the work is done here.

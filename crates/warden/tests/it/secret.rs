@@ -10,14 +10,14 @@ use std::process::{Command, Stdio};
 
 const VALUE: &str = "ghp_Zq81secretvalue4Kx";
 
-fn kek(dir: &Path, name: &str, byte: u8) -> PathBuf {
+pub fn kek(dir: &Path, name: &str, byte: u8) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, [byte; 32]).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
 
-fn with_stdin(mut c: Command, input: &str) -> (i32, String, String) {
+pub fn with_stdin(mut c: Command, input: &str) -> (i32, String, String) {
     let mut child = c
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
