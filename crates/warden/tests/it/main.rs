@@ -12,6 +12,7 @@ mod mounts;
 mod runtime;
 mod secret;
 mod serve;
+mod tenants;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
