@@ -5,6 +5,7 @@ mod bench_egress;
 mod bench_image;
 mod bench_lang;
 mod bench_run;
+mod bench_serve;
 mod postgres;
 mod test;
 mod third_party;
@@ -33,6 +34,9 @@ fn main() -> anyhow::Result<()> {
             if matches!(which, "all" | "apply") {
                 bench_apply::run(rest)?;
             }
+            if matches!(which, "all" | "serve") {
+                bench_serve::run(rest)?;
+            }
             Ok(())
         }
         "test" => test::run(rest),
@@ -43,7 +47,7 @@ fn main() -> anyhow::Result<()> {
         ),
         _ => {
             println!(
-                "usage: cargo xtask test | cargo xtask third-party | cargo xtask postgres start|stop | cargo xtask bench [all|lang|image|run|egress|apply]"
+                "usage: cargo xtask test | cargo xtask third-party | cargo xtask postgres start|stop | cargo xtask bench [all|lang|image|run|egress|apply|serve]"
             );
             Ok(())
         }
