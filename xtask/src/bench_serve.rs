@@ -28,10 +28,9 @@ const PENDING: usize = 20;
 const KEY: &[u8] = b"bench-hs256-secret-of-at-least-32-bytes!";
 
 pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    let bin = release_warden()?;
     let dir = std::env::temp_dir().join(format!("warden-bench-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = serve(&bin, &dir).and_then(|()| audit(&dir));
+    let result = audit(&dir).and_then(|()| serve(&release_warden()?, &dir));
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -305,20 +304,44 @@ fn rate(
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
+/// Batch sizes measured, with how many events each measurement appends.
+const SIZES: &[(usize, usize)] = &[(1, SINGLES), (BATCH, EVENTS), (1000, 5 * EVENTS)];
+
+fn rates(
+    mut append: impl FnMut(&[warden_audit::Event]) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<f64>> {
+    SIZES
+        .iter()
+        .map(|&(batch, n)| rate(n, batch, &mut append))
+        .collect()
+}
+
+fn row(what: &str, r: &[f64]) {
+    let cells: Vec<String> = r.iter().map(|x| format!("{x:>9.0}")).collect();
+    println!("  {what:<28}{}", cells.join(""));
+}
+
+fn ratio(what: &str, a: &[f64], b: &[f64]) {
+    let cells: Vec<String> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| format!("{:>9.2}", x / y))
+        .collect();
+    println!("  {what:<28}{}", cells.join(""));
+}
+
 fn audit(dir: &Path) -> anyhow::Result<()> {
-    println!("audit writes (events/s; acknowledged = spooled and fsynced):");
-    let lite_dir = dir.join("audit-sqlite");
-    let mut store = warden_audit::Store::open(&lite_dir)?;
-    let one = rate(SINGLES, 1, |e| Ok(store.append(e)?))?;
-    let many = rate(EVENTS, BATCH, |e| Ok(store.append(e)?))?;
-    let peer = rusqlite_peer(&dir.join("peer.db"))?;
+    let sizes: Vec<String> = SIZES.iter().map(|(b, _)| format!("{b:>9}")).collect();
     println!(
-        "  SQLite      1/append {one:>8.0}  {BATCH}/append {many:>8.0}   plain rusqlite {BATCH}/tx: 1/tx {:>8.0}  {BATCH}/tx {:>8.0}   ratio {:.2} / {:.2}   (target 20,000/s)",
-        peer.0,
-        peer.1,
-        one / peer.0,
-        many / peer.1
+        "audit writes, events/s (an append returns once its events are spooled and fsynced; target 20,000/s into SQLite):"
     );
+    println!("  {:<28}{}", "events per append:", sizes.join(""));
+    let mut store = warden_audit::Store::open(&dir.join("audit-sqlite"))?;
+    let lite = rates(|e| Ok(store.append(e)?))?;
+    let peer = rusqlite_peer(&dir.join("peer.db"))?;
+    row("SQLite: warden store", &lite);
+    row("SQLite: plain rusqlite tx", &peer);
+    ratio("SQLite: store/plain", &lite, &peer);
     let (url, _cluster) = match std::env::var(crate::postgres::ENV) {
         Ok(u) if !u.is_empty() => (u, None),
         _ if crate::postgres::bin_dir().is_some() => {
@@ -327,29 +350,24 @@ fn audit(dir: &Path) -> anyhow::Result<()> {
         }
         _ => {
             println!(
-                "  PostgreSQL  skipped: no server (set {} or install `postgresql`)",
+                "  PostgreSQL: skipped, no server (set {} or install `postgresql`)",
                 crate::postgres::ENV
             );
             return Ok(());
         }
     };
     let mut store = warden_audit::Store::open_postgres(&dir.join("audit-pg"), &url)?;
-    let one = rate(SINGLES, 1, |e| Ok(store.append(e)?))?;
-    let many = rate(EVENTS, BATCH, |e| Ok(store.append(e)?))?;
+    let pg = rates(|e| Ok(store.append(e)?))?;
     let peer = postgres_peer(&url)?;
-    println!(
-        "  PostgreSQL  1/append {one:>8.0}  {BATCH}/append {many:>8.0}   plain INSERT:          1/tx {:>8.0}  {BATCH}/tx {:>8.0}   ratio {:.2} / {:.2}",
-        peer.0,
-        peer.1,
-        one / peer.0,
-        many / peer.1
-    );
+    row("PostgreSQL: warden store", &pg);
+    row("PostgreSQL: plain INSERT tx", &peer);
+    ratio("PostgreSQL: store/plain", &pg, &peer);
     Ok(())
 }
 
-/// The same rows inserted straight into SQLite (WAL, `synchronous=FULL`): 1 and `BATCH`
-/// per transaction.
-fn rusqlite_peer(path: &Path) -> anyhow::Result<(f64, f64)> {
+/// The same rows inserted straight into SQLite (WAL, `synchronous=FULL`), one
+/// transaction per batch.
+fn rusqlite_peer(path: &Path) -> anyhow::Result<Vec<f64>> {
     let mut db = rusqlite::Connection::open(path)?;
     db.pragma_update(None, "journal_mode", "WAL")?;
     db.pragma_update(None, "synchronous", "FULL")?;
@@ -357,33 +375,32 @@ fn rusqlite_peer(path: &Path) -> anyhow::Result<(f64, f64)> {
         "CREATE TABLE events (id TEXT PRIMARY KEY, version INTEGER NOT NULL, at_ms INTEGER NOT NULL,
          tenant TEXT, sandbox TEXT, actor TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL)",
     )?;
-    let mut insert = |evs: &[warden_audit::Event]| -> anyhow::Result<()> {
+    let insert = |evs: &[warden_audit::Event]| -> anyhow::Result<()> {
         let tx = db.transaction()?;
         for e in evs {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO events VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                rusqlite::params![
-                    e.id,
-                    e.version,
-                    e.at_ms as i64,
-                    e.tenant,
-                    e.sandbox,
-                    e.actor,
-                    e.detail.kind(),
-                    serde_json::to_string(&e.detail)?
-                ],
-            )?;
+            )?
+            .execute(rusqlite::params![
+                e.id,
+                e.version,
+                e.at_ms as i64,
+                e.tenant,
+                e.sandbox,
+                e.actor,
+                e.detail.kind(),
+                serde_json::to_string(&e.detail)?
+            ])?;
         }
         tx.commit()?;
         Ok(())
     };
-    let one = rate(SINGLES, 1, &mut insert)?;
-    let many = rate(EVENTS, BATCH, &mut insert)?;
-    Ok((one, many))
+    rates(insert)
 }
 
-/// The same rows `INSERT`ed straight into PostgreSQL, one statement per row.
-fn postgres_peer(url: &str) -> anyhow::Result<(f64, f64)> {
+/// The same rows `INSERT`ed straight into PostgreSQL, one statement per row, one
+/// transaction per batch.
+fn postgres_peer(url: &str) -> anyhow::Result<Vec<f64>> {
     let mut c = postgres::Client::connect(url, postgres::NoTls)?;
     c.batch_execute(
         "DROP TABLE IF EXISTS bench_peer;
@@ -393,7 +410,7 @@ fn postgres_peer(url: &str) -> anyhow::Result<(f64, f64)> {
     let stmt = c.prepare(
         "INSERT INTO bench_peer VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
     )?;
-    let mut insert = |evs: &[warden_audit::Event]| -> anyhow::Result<()> {
+    let insert = |evs: &[warden_audit::Event]| -> anyhow::Result<()> {
         let mut tx = c.transaction()?;
         for e in evs {
             tx.execute(
@@ -413,10 +430,9 @@ fn postgres_peer(url: &str) -> anyhow::Result<(f64, f64)> {
         tx.commit()?;
         Ok(())
     };
-    let one = rate(SINGLES, 1, &mut insert)?;
-    let many = rate(EVENTS, BATCH, &mut insert)?;
+    let r = rates(insert)?;
     c.batch_execute("DROP TABLE bench_peer")?;
-    Ok((one, many))
+    Ok(r)
 }
 
 #[cfg(test)]
