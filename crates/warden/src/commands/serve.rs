@@ -187,9 +187,8 @@ impl Backend for Control {
         let loaded = self.project()?;
         let p = &loaded.0;
         let autonomy = if grant { Autonomy::Auto } else { Autonomy::Ask };
-        let r =
-            crate::commands::orders::set_op(p, &self.file, name, autonomy, Some(tenant), actor)
-                .map_err(op_error)?;
+        let r = crate::commands::orders::set_op(p, &self.file, name, autonomy, Some(tenant), actor)
+            .map_err(op_error)?;
         to_json(&r)
     }
 
