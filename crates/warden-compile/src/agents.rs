@@ -14,14 +14,35 @@
 //! - `agent "codex"`: `CODEX_HOME` is `$HOME/.codex`, whose `config.toml` is a read-only
 //!   bind of a file warden writes into the bundle: a provider at the router over HTTP
 //!   (Codex's built-in provider ignores `OPENAI_BASE_URL` for its WebSocket transport).
+//! - Standing orders: the table (with each autonomy in words) is one file of the bundle,
+//!   bound read-only where the agents read their instructions: `$HOME/.claude/CLAUDE.md`
+//!   (Claude Code's user memory), `$HOME/.codex/AGENTS.md` (Codex's), and each
+//!   `render "PATH"` of the file. A workspace's own `CLAUDE.md` or `AGENTS.md` is left
+//!   alone.
+//! - A sandbox with an agent gets the orders endpoint (`WARDEN_ORDERS_URL`), and Claude
+//!   Code a `PreToolUse` hook in its managed settings (`/etc/claude-code/
+//!   managed-settings.json`, read-only, which user and project settings cannot
+//!   override) that asks the endpoint about every tool call.
 
 use warden_lang::Model;
 use warden_lang::model::{Agent, Sandbox};
-use warden_wire::init::SeedFile;
-use warden_wire::sandbox::{BundleFile, PLACEHOLDER_KEY, ROUTER_ADDR};
+use warden_wire::init::{INIT_PATH, SeedFile};
+use warden_wire::orders::OrdersPolicy;
+use warden_wire::sandbox::{BundleFile, ORDERS_ADDR, PLACEHOLDER_KEY, ROUTER_ADDR};
 
 /// Where Codex's rendered configuration lives in the bundle (relative to it).
 pub(crate) const CODEX_CONFIG: &str = "agents/codex/config.toml";
+/// The standing orders table, in the bundle.
+pub(crate) const ORDERS_TABLE: &str = "agents/orders/ORDERS.md";
+/// Claude Code's managed settings (the tool-call hook), in the bundle.
+pub(crate) const CLAUDE_SETTINGS: &str = "agents/claude-code/managed-settings.json";
+/// Where Claude Code reads managed settings on Linux.
+pub(crate) const CLAUDE_MANAGED_SETTINGS: &str = "/etc/claude-code/managed-settings.json";
+
+/// Whether the sandbox is served the orders endpoint: it runs an agent.
+pub(crate) fn serves_orders(s: &Sandbox) -> bool {
+    !s.agents.is_empty()
+}
 
 /// The sandbox's `HOME` (see [`Sandbox::home`]).
 pub(crate) fn home<'a>(model: &'a Model, s: &'a Sandbox) -> Option<&'a str> {
@@ -64,10 +85,14 @@ pub(crate) fn agent_defaults(s: &Sandbox, home: Option<&str>) -> Vec<(&'static s
 
 /// Variables the agents' configuration depends on, set last.
 pub(crate) fn agent_env(s: &Sandbox, home: Option<&str>) -> Vec<(&'static str, String)> {
-    match (s.agents.contains(&Agent::Codex), home) {
+    let mut env = match (s.agents.contains(&Agent::Codex), home) {
         (true, Some(home)) => vec![("CODEX_HOME", codex_home(home))],
         _ => Vec::new(),
+    };
+    if serves_orders(s) {
+        env.push(("WARDEN_ORDERS_URL", format!("http://{ORDERS_ADDR}")));
     }
+    env
 }
 
 fn codex_home(home: &str) -> String {
@@ -75,25 +100,75 @@ fn codex_home(home: &str) -> String {
 }
 
 /// Read-only binds of bundle files: `(destination, source relative to the bundle)`.
-pub(crate) fn binds(s: &Sandbox, home: Option<&str>) -> Vec<(String, String)> {
-    match (s.agents.contains(&Agent::Codex), home) {
-        (true, Some(home)) => vec![(
+pub(crate) fn binds(model: &Model, s: &Sandbox, home: Option<&str>) -> Vec<(String, String)> {
+    let mut binds = Vec::new();
+    if let (true, Some(home)) = (s.agents.contains(&Agent::Codex), home) {
+        binds.push((
             format!("{}/config.toml", codex_home(home)),
             CODEX_CONFIG.to_string(),
-        )],
-        _ => Vec::new(),
+        ));
     }
+    if !model.orders.is_empty() {
+        let mut at: Vec<String> = Vec::new();
+        if let Some(home) = home {
+            let home = home.trim_end_matches('/');
+            at.push(format!("{home}/.claude/CLAUDE.md"));
+            at.push(format!("{}/AGENTS.md", codex_home(home)));
+        }
+        at.extend(model.orders_render.iter().cloned());
+        at.dedup();
+        binds.extend(at.into_iter().map(|a| (a, ORDERS_TABLE.to_string())));
+    }
+    if s.agents.contains(&Agent::ClaudeCode) && serves_orders(s) {
+        binds.push((
+            CLAUDE_MANAGED_SETTINGS.to_string(),
+            CLAUDE_SETTINGS.to_string(),
+        ));
+    }
+    binds
 }
 
 /// Files written into the bundle.
-pub(crate) fn bundle_files(s: &Sandbox) -> Vec<BundleFile> {
-    if !s.agents.contains(&Agent::Codex) {
-        return Vec::new();
+pub(crate) fn bundle_files(model: &Model, s: &Sandbox, orders: &OrdersPolicy) -> Vec<BundleFile> {
+    let mut files = Vec::new();
+    if s.agents.contains(&Agent::Codex) {
+        files.push(BundleFile {
+            path: CODEX_CONFIG.to_string(),
+            content: codex_config(&s.workdir),
+        });
     }
-    vec![BundleFile {
-        path: CODEX_CONFIG.to_string(),
-        content: codex_config(&s.workdir),
-    }]
+    if !model.orders.is_empty() {
+        files.push(BundleFile {
+            path: ORDERS_TABLE.to_string(),
+            content: orders.to_markdown(),
+        });
+    }
+    if s.agents.contains(&Agent::ClaudeCode) && serves_orders(s) {
+        files.push(BundleFile {
+            path: CLAUDE_SETTINGS.to_string(),
+            content: claude_settings(),
+        });
+    }
+    files
+}
+
+/// Claude Code's managed settings: every tool call passes the `PreToolUse` hook, which
+/// asks the orders endpoint (and may wait up to `WARDEN_ORDERS_WAIT` seconds for a
+/// human's decision).
+fn claude_settings() -> String {
+    let v = serde_json::json!({
+        "hooks": {
+            "PreToolUse": [{
+                "matcher": "*",
+                // Exec form: no shell between Claude Code and warden-init (an image
+                // need not have `/bin/sh`).
+                "hooks": [{"type": "command", "command": INIT_PATH, "args": ["ask-orders", "claude-code"], "timeout": 3600}],
+            }],
+        },
+    });
+    let mut text = serde_json::to_string_pretty(&v).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// Files warden-init writes when they are missing.

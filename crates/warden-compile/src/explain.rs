@@ -182,7 +182,7 @@ pub fn explain(model: &Model, compiled: &Compiled) -> Explanation {
         for a in &s.agents {
             e.inference.push(match a {
                 Agent::ClaudeCode => format!(
-                    "Claude Code finds `{}/.claude.json` prepared (onboarding done, the placeholder key approved, `{}` trusted) and sends no non-essential traffic",
+                    "Claude Code finds `{}/.claude.json` prepared (onboarding done, the placeholder key approved, `{}` trusted) and sends no non-essential traffic; a PreToolUse hook in its read-only managed settings asks the standing orders about every tool call",
                     home.trim_end_matches('/'),
                     s.workdir
                 ),

@@ -131,8 +131,10 @@ fn orders_policy(model: &Model) -> OrdersPolicy {
                 bounds: o.bounds.clone(),
                 override_: o.override_.clone(),
                 autonomy: o.autonomy,
+                tools: o.tools.clone(),
             })
             .collect(),
+        unlisted: model.orders_unlisted.unwrap_or(Autonomy::Ask),
     }
 }
 
@@ -262,7 +264,8 @@ fn sandbox(
         inference: inference_policy(model, s),
         orders: orders.clone(),
         host_dirs,
-        files: agents::bundle_files(s),
+        files: agents::bundle_files(model, s, orders),
+        orders_endpoint: agents::serves_orders(s),
         secret_env: s
             .secret_env
             .iter()

@@ -498,7 +498,7 @@ fn mounts(model: &Model, s: &Sandbox, opts: &CompileOptions, shared: &Shared) ->
     }
     // The agents' rendered configuration: files of the bundle (a source relative to
     // the bundle, as OCI allows), bound read-only.
-    let agent_binds = crate::agents::binds(s, crate::agents::home(model, s));
+    let agent_binds = crate::agents::binds(model, s, crate::agents::home(model, s));
     binds.extend(
         agent_binds
             .iter()

@@ -3,9 +3,10 @@
 
 use crate::Compiled;
 use serde::Serialize;
+use warden_lang::model::InferenceTest;
 use warden_lang::{Loc, Model, parse_url};
 use warden_wire::egress::{Request, Verdict, normalize_host};
-use warden_wire::inference::Routing;
+use warden_wire::inference::{Api, Routing};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -71,41 +72,36 @@ pub fn run_tests(model: &Model, compiled: &Compiled) -> Vec<TestResult> {
         }
         if let (Some(inf), Some(policy)) = (&s.inference, &c.plan.inference) {
             for t in &inf.tests {
-                let (actual, why) = match policy.route(&t.model, &t.prompt) {
-                    Routing::Provider { provider, redacted } => {
-                        let why = if redacted {
-                            "routed with personal data redacted".to_string()
-                        } else {
-                            "routed by model".to_string()
-                        };
-                        (provider, why)
-                    }
-                    Routing::Blocked { detector } => (
-                        "block".to_string(),
-                        format!("prompt contains {}", detector.as_str()),
-                    ),
-                    Routing::NoRoute => {
-                        ("none".to_string(), "no route matches the model".to_string())
-                    }
-                };
-                let subject = if t.prompt.is_empty() {
-                    format!("model {}", t.model)
-                } else {
-                    format!("model {} with prompt {:?}", t.model, t.prompt)
-                };
-                out.push(result(
-                    TestKind::Inference,
-                    Some(&s.name),
-                    subject,
-                    &t.loc,
-                    &t.expect,
-                    actual,
-                    why,
-                ));
+                out.push(inference_outcome(&s.name, policy, t));
             }
         }
     }
     for t in &model.order_tests {
+        if t.tool {
+            let call = warden_wire::orders::ToolCall::parse(&t.order);
+            let (actual, why) = match call {
+                Some(mut call) => {
+                    // As in a sandbox: relative rules and paths from the working directory.
+                    call.cwd = Some("/sandbox/workspace".into());
+                    let d = compiled.orders.decide_tool(&call);
+                    (d.autonomy, d.reason)
+                }
+                None => (
+                    warden_wire::orders::Autonomy::Never,
+                    "not a tool call".to_string(),
+                ),
+            };
+            out.push(result(
+                TestKind::Order,
+                None,
+                format!("tool {}", t.order),
+                &t.loc,
+                t.expect.as_str(),
+                actual.as_str().to_string(),
+                why,
+            ));
+            continue;
+        }
         let actual = compiled.orders.autonomy(&t.order);
         let why = match compiled.orders.orders.iter().find(|o| o.name == t.order) {
             Some(o) => format!("order `{}`: {}", o.name, o.bounds),
@@ -122,6 +118,85 @@ pub fn run_tests(model: &Model, compiled: &Compiled) -> Vec<TestResult> {
         ));
     }
     out
+}
+
+fn api_name(api: Api) -> &'static str {
+    match api {
+        Api::Anthropic => "anthropic",
+        Api::Openai => "openai",
+    }
+}
+
+/// A `test model=...` case as the router would decide it. With `api=` or `leaves=` the
+/// outcome also names the API the request leaves in (the provider's) and whether the
+/// router translates it; it passes when the provider and, if written, that API match.
+fn inference_outcome(
+    sandbox: &str,
+    policy: &warden_wire::inference::InferencePolicy,
+    t: &InferenceTest,
+) -> TestResult {
+    let show_api = t.api.is_some() || t.leaves.is_some();
+    let (provider, mut actual, mut why) = match policy.route(&t.model, &t.prompt) {
+        Routing::Provider { provider, redacted } => {
+            let why = if redacted {
+                "routed with personal data redacted".to_string()
+            } else {
+                "routed by model".to_string()
+            };
+            (Some(provider.clone()), provider, why)
+        }
+        Routing::Blocked { detector } => (
+            None,
+            "block".to_string(),
+            format!("prompt contains {}", detector.as_str()),
+        ),
+        Routing::NoRoute => (
+            None,
+            "none".to_string(),
+            "no route matches the model".to_string(),
+        ),
+    };
+    let sent = provider
+        .as_deref()
+        .and_then(|p| policy.providers.iter().find(|x| x.name == p))
+        .map(|p| p.api);
+    if let (true, Some(sent)) = (show_api, sent) {
+        actual = format!("{actual} in the {} API", api_name(sent));
+        match t.api {
+            Some(from) if from != sent => {
+                actual.push_str(&format!(", translated from {}", api_name(from)));
+                why.push_str("; the router translates between the two APIs");
+            }
+            Some(_) => why.push_str("; the request leaves as the caller wrote it"),
+            None => {}
+        }
+    }
+    let mut expected = t.expect.clone();
+    if let Some(l) = t.leaves {
+        expected = format!("{expected} in the {} API", api_name(l));
+    }
+    let pass = match (&provider, t.leaves) {
+        (Some(p), leaves) => *p == t.expect && (leaves.is_none() || leaves == sent),
+        (None, _) => actual == t.expect,
+    };
+    let mut subject = format!("model {}", t.model);
+    if let Some(a) = t.api {
+        subject.push_str(&format!(" from an {} caller", api_name(a)));
+    }
+    if !t.prompt.is_empty() {
+        subject.push_str(&format!(" with prompt {:?}", t.prompt));
+    }
+    TestResult {
+        kind: TestKind::Inference,
+        sandbox: Some(sandbox.to_string()),
+        subject,
+        file: t.loc.file.clone(),
+        line: t.loc.line,
+        expected,
+        actual,
+        why,
+        pass,
+    }
 }
 
 /// The outcome (`allow`, `deny`, `ask`), the reason, and the request as tested.

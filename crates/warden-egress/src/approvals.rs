@@ -31,8 +31,11 @@ pub enum ApprovalStatus {
     Pending,
     /// A human said no: no longer surfaced, still counted.
     Denied,
-    /// The policy now allows it (seen at a reload).
+    /// The policy now allows it (seen at a reload); for a tool call, a human let the
+    /// next identical call through.
     Approved,
+    /// A tool call's approval was used by the call it let through.
+    Used,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +62,87 @@ pub struct Approval {
     /// `count` when `status` was set: a refusal counted later is newer than the status.
     #[serde(default)]
     pub status_at: u64,
+    /// An agent's tool call held by an `ask` order (`Bash(git push origin main)`), asked
+    /// through the orders endpoint; `host` and `port` are then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+}
+
+/// What became of a tool call asked through [`ask_tool`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolAsk {
+    /// A human approved it: this call goes through (the approval is used up).
+    Proceed,
+    Pending,
+    Denied,
+}
+
+/// The ID of a sandbox's tool call.
+pub fn tool_approval_id(sandbox: &str, call: &str) -> String {
+    approval_id(sandbox, &format!("tool:{call}"), 0, None)
+}
+
+/// Asks for tool call `call` of `sandbox` (held by `order`): lets it through when a human
+/// approved it since it was last used, otherwise counts it and leaves it pending (or
+/// denied, if a human said no). Works on the file under its lock, so any number of
+/// sandboxes' endpoints, proxies and the CLI share the queue; approvals are per sandbox.
+pub fn ask_tool(
+    state_dir: &Path,
+    sandbox: &str,
+    call: &str,
+    order: Option<&str>,
+    reason: &str,
+    now: u64,
+) -> io::Result<(String, ToolAsk)> {
+    crate::private_dir(state_dir)?;
+    let _lock = lock(state_dir)?;
+    let mut map = read_file(state_dir);
+    let id = tool_approval_id(sandbox, call);
+    if map.len() >= MAX_RECORDS && !map.contains_key(&id) {
+        return Err(io::Error::other("the approvals queue is full"));
+    }
+    let rec = map.entry(id.clone()).or_insert_with(|| Approval {
+        id: id.clone(),
+        sandbox: sandbox.to_string(),
+        host: String::new(),
+        port: 0,
+        method: None,
+        reason: reason.to_string(),
+        order: order.map(str::to_string),
+        count: 0,
+        first_seen: now,
+        last_seen: now,
+        sample: call.to_string(),
+        status: ApprovalStatus::Pending,
+        status_at: 0,
+        tool: Some(call.to_string()),
+    });
+    // Each change of status moves past every status set before (the proxies adopt the
+    // newer word from the file by this count).
+    rec.count = rec.count.max(rec.status_at) + 1;
+    rec.last_seen = now;
+    rec.reason = reason.to_string();
+    let outcome = match rec.status {
+        ApprovalStatus::Approved => {
+            rec.status = ApprovalStatus::Used;
+            ToolAsk::Proceed
+        }
+        ApprovalStatus::Denied => ToolAsk::Denied,
+        ApprovalStatus::Pending | ApprovalStatus::Used => {
+            rec.status = ApprovalStatus::Pending;
+            ToolAsk::Pending
+        }
+    };
+    if outcome != ToolAsk::Denied {
+        rec.status_at = rec.count;
+    }
+    write_file(state_dir, &map)?;
+    Ok((id, outcome))
+}
+
+/// The status of record `id`, read from the file.
+pub fn approval_status(state_dir: &Path, id: &str) -> Option<ApprovalStatus> {
+    read_file(state_dir).get(id).map(|a| a.status)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -233,6 +317,7 @@ impl ApprovalStore {
             sample: s.sample.clone(),
             status: ApprovalStatus::Pending,
             status_at: 0,
+            tool: None,
         });
         rec.count += 1;
         rec.last_seen = s.now;
@@ -277,7 +362,7 @@ impl ApprovalStore {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let mut changed = false;
         for rec in map.values_mut() {
-            if rec.status == ApprovalStatus::Pending && allowed(rec) {
+            if rec.status == ApprovalStatus::Pending && rec.tool.is_none() && allowed(rec) {
                 rec.status = ApprovalStatus::Approved;
                 rec.status_at = rec.count;
                 changed = true;

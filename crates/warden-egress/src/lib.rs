@@ -80,8 +80,8 @@ mod splice;
 mod tunnel;
 
 pub use approvals::{
-    Approval, ApprovalStatus, approval_id, deny_approval, load_all_approvals, load_approvals,
-    mark_approved,
+    Approval, ApprovalStatus, ToolAsk, approval_id, approval_status, ask_tool, deny_approval,
+    load_all_approvals, load_approvals, mark_approved, tool_approval_id,
 };
 pub use audit::{AUDIT_FILE, AuditEvent};
 pub use proxy::refusal_response;

@@ -61,6 +61,7 @@
 //!   command's process group instead of `kill(-1)`, which outside a pid namespace would
 //!   mean "every process this user may signal".
 
+pub mod ask;
 pub mod config;
 pub mod landlock;
 pub mod seccomp;
@@ -144,6 +145,16 @@ pub fn run(
     env: Vec<(OsString, OsString)>,
     diag: &mut dyn Write,
 ) -> Result<i32, Error> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if args.first().is_some_and(|a| a == "ask-orders") {
+        return Ok(ask::main(
+            &args[1..],
+            &env,
+            &mut io::stdin().lock(),
+            &mut io::stdout().lock(),
+            diag,
+        ));
+    }
     let pid1 = supervise::is_pid1();
     if pid1 {
         supervise::die_with_parent()?;

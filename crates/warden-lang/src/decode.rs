@@ -59,7 +59,7 @@ const FILESYSTEM: &[&str] = &[
 const EGRESS: &[&str] = &["allow", "deny", "http", "idle-timeout", "test"];
 const INFERENCE: &[&str] = &["route", "privacy", "limits", "test"];
 const TENANT: &[&str] = &["sandboxes", "users", "volume", "role"];
-const ORDERS: &[&str] = &["order", "test"];
+const ORDERS: &[&str] = &["order", "unlisted", "render", "test"];
 const ROLES: &[&str] = &["admin", "operator", "viewer"];
 const AUTH: &[&str] = &["issuer", "audience", "jwks", "hs256-key-file", "tls"];
 
@@ -97,6 +97,9 @@ struct Merged<'a> {
     defaults: BTreeMap<String, Vec<(N<'a>, String)>>,
     orders: Vec<N<'a>>,
     order_tests: Vec<N<'a>>,
+    /// The last file's `unlisted` node.
+    orders_unlisted: Option<N<'a>>,
+    orders_render: Vec<N<'a>>,
     /// The last file's `auth` node, with that file's directory.
     auth: Option<(N<'a>, String)>,
     /// The last file's `audit` node.
@@ -150,6 +153,32 @@ pub(crate) fn decode(
     for n in &merged.order_tests {
         if let Some(t) = order_test(cx, n) {
             model.order_tests.push(t);
+        }
+    }
+    if let Some(n) = &merged.orders_unlisted {
+        n.check_props(cx, &[]);
+        n.no_children(cx);
+        if let Some((a, sp)) = name_arg(cx, n, "an autonomy: \"auto\", \"ask\" or \"never\"") {
+            model.orders_unlisted = autonomy_value(cx, n, &a, sp);
+        }
+    }
+    for n in &merged.orders_render {
+        n.check_props(cx, &[]);
+        n.no_children(cx);
+        for (path, sp) in str_args(cx, n, "a path inside the sandbox") {
+            if !path.starts_with('/') || path.split('/').any(|s| s == "..") || path.ends_with('/') {
+                cx.push(
+                    n.diag(
+                        "warden::orders::render",
+                        sp,
+                        format!("`{path}` is not an absolute file path"),
+                        "not an absolute file path",
+                    )
+                    .help("e.g. render \"/sandbox/ORDERS.md\": the table is bound there read-only"),
+                );
+            } else if !model.orders_render.contains(&path) {
+                model.orders_render.push(path);
+            }
         }
     }
     if let Some((n, base)) = &merged.auth {
@@ -343,6 +372,8 @@ fn merge<'a>(files: &'a [(FileCx, KdlDocument, String)], cx: &mut Cx) -> Merged<
                                 m.orders.push(c);
                             }
                             "test" => m.order_tests.push(c),
+                            "unlisted" => m.orders_unlisted = Some(c),
+                            "render" => m.orders_render.push(c),
                             _ => n.unknown_child(cx, &c, ORDERS),
                         }
                     }
@@ -831,8 +862,40 @@ fn provider(cx: &mut Cx, n: &N<'_>) -> Option<Provider> {
 }
 
 fn order(cx: &mut Cx, n: &N<'_>) -> Option<Order> {
-    n.check_props(cx, &["bounds", "override", "autonomy", "earn-after"]);
-    n.no_children(cx);
+    n.check_props(
+        cx,
+        &["bounds", "override", "autonomy", "earn-after", "tool"],
+    );
+    let mut tools = Vec::new();
+    let mut tool = |cx: &mut Cx, n: &N<'_>, t: String, sp: SourceSpan| {
+        if warden_wire::orders::split_rule(&t).is_none() {
+            cx.push(
+                n.diag(
+                    "warden::orders::tool",
+                    sp,
+                    format!("`{t}` is not a tool rule"),
+                    "not a tool rule",
+                )
+                .help("a rule in Claude Code's syntax: `Bash(git push:*)`, `Edit(src/**)`, `WebFetch(domain:docs.rs)`, `Read`"),
+            );
+        } else if !tools.contains(&t) {
+            tools.push(t);
+        }
+    };
+    if let Some((t, sp)) = str_prop(cx, n, "tool") {
+        tool(cx, n, t, sp);
+    }
+    for c in n.children() {
+        if c.name() == "tool" {
+            c.check_props(cx, &[]);
+            c.no_children(cx);
+            for (t, sp) in str_args(cx, &c, "a tool rule such as \"Bash(git push:*)\"") {
+                tool(cx, &c, t, sp);
+            }
+        } else {
+            n.unknown_child(cx, &c, &["tool"]);
+        }
+    }
     let name = name_arg(cx, n, "an order name");
     if let Some((name, span)) = &name {
         check_name(cx, n, name, *span);
@@ -846,21 +909,7 @@ fn order(cx: &mut Cx, n: &N<'_>) -> Option<Order> {
     let override_ = str_prop(cx, n, "override").map(|o| o.0);
     let autonomy = match str_prop(cx, n, "autonomy") {
         None => Autonomy::Auto,
-        Some((a, sp)) => match Autonomy::parse(&a) {
-            Some(a) => a,
-            None => {
-                cx.push(
-                    n.diag(
-                        "warden::orders::autonomy",
-                        sp,
-                        format!("unknown autonomy `{a}`"),
-                        "not an autonomy",
-                    )
-                    .help("`auto` (on its own), `ask` (a human first) or `never`"),
-                );
-                Autonomy::Ask
-            }
-        },
+        Some((a, sp)) => autonomy_value(cx, n, &a, sp).unwrap_or(Autonomy::Ask),
     };
     let earn_after = match n.prop("earn-after") {
         None => None,
@@ -887,13 +936,56 @@ fn order(cx: &mut Cx, n: &N<'_>) -> Option<Order> {
         override_,
         autonomy,
         earn_after,
+        tools,
     })
 }
 
+fn autonomy_value(cx: &mut Cx, n: &N<'_>, a: &str, sp: SourceSpan) -> Option<Autonomy> {
+    let v = Autonomy::parse(a);
+    if v.is_none() {
+        cx.push(
+            n.diag(
+                "warden::orders::autonomy",
+                sp,
+                format!("unknown autonomy `{a}`"),
+                "not an autonomy",
+            )
+            .help("`auto` (on its own), `ask` (a human first) or `never`"),
+        );
+    }
+    v
+}
+
 fn order_test(cx: &mut Cx, n: &N<'_>) -> Option<OrderTest> {
-    n.check_props(cx, &["expect"]);
+    n.check_props(cx, &["expect", "tool"]);
     n.no_children(cx);
-    let order = name_arg(cx, n, "the order (action) to test");
+    let tool = str_prop(cx, n, "tool");
+    if let Some((t, sp)) = &tool
+        && warden_wire::orders::ToolCall::parse(t).is_none()
+    {
+        cx.push(
+            n.diag(
+                "warden::test::tool",
+                *sp,
+                format!("`{t}` is not a tool call"),
+                "not a tool call",
+            )
+            .help("a call as the rules write it: tool=\"Bash(git push origin main)\", tool=\"Edit(src/main.rs)\""),
+        );
+        return None;
+    }
+    let order = match &tool {
+        Some(t) => {
+            n.check_args(
+                cx,
+                0,
+                0,
+                "no order name with `tool=` (the rules decide which order covers it)",
+            );
+            Some(t.clone())
+        }
+        None => name_arg(cx, n, "the order (action) to test, or tool=\"...\""),
+    };
     let expect = req_str(cx, n, "expect", "expect=\"auto\", \"ask\" or \"never\"");
     let expect = expect.and_then(|(x, sp)| {
         let e = Autonomy::parse(&x);
@@ -915,6 +1007,7 @@ fn order_test(cx: &mut Cx, n: &N<'_>) -> Option<OrderTest> {
     };
     Some(OrderTest {
         order,
+        tool: tool.is_some(),
         expect: e,
         loc: n.loc(),
     })
@@ -2215,7 +2308,7 @@ fn inference(
                 }
             }
             "test" => {
-                c.check_props(cx, &["model", "prompt", "expect"]);
+                c.check_props(cx, &["model", "prompt", "expect", "api", "leaves"]);
                 c.no_children(cx);
                 c.check_args(cx, 0, 0, "no arguments, only properties");
                 let model = req_str(cx, &c, "model", "the model the request asks for");
@@ -2226,6 +2319,23 @@ fn inference(
                     "expect",
                     "the provider that should serve it, or `block`",
                 );
+                let (api, api_ok) = test_api(cx, &c, "api", "the API the caller speaks");
+                let (leaves, leaves_ok) =
+                    test_api(cx, &c, "leaves", "the API the request leaves in");
+                if let (Some((e, _)), Some((_, sp))) = (&expect, &leaves)
+                    && (e == "block" || e == "none")
+                {
+                    cx.push(
+                        c.diag(
+                            "warden::inference::test",
+                            *sp,
+                            format!("nothing leaves when the outcome is `{e}`"),
+                            "no API to check",
+                        )
+                        .help("`leaves=` goes with `expect=` a provider name"),
+                    );
+                    continue;
+                }
                 if let Some((e, sp)) = &expect
                     && e != "block"
                     && e != "none"
@@ -2237,11 +2347,15 @@ fn inference(
                     unknown_ref(cx, &c, *sp, "provider", e, &known);
                     continue;
                 }
-                if let (Some((model, _)), Some((expect, _))) = (model, expect) {
+                if let (Some((model, _)), Some((expect, _)), true, true) =
+                    (model, expect, api_ok, leaves_ok)
+                {
                     inf.tests.push(InferenceTest {
                         model,
                         prompt,
                         expect,
+                        api: api.map(|a| a.0),
+                        leaves: leaves.map(|l| l.0),
                         loc: c.loc(),
                     });
                 }
@@ -2250,6 +2364,30 @@ fn inference(
         }
     }
     inf
+}
+
+/// An optional API property of an inference `test` (`api=`, `leaves=`): the API if
+/// written and known, and whether it was fine (absent or known).
+fn test_api(cx: &mut Cx, n: &N<'_>, prop: &str, what: &str) -> (Option<(Api, SourceSpan)>, bool) {
+    let Some((a, sp)) = str_prop(cx, n, prop) else {
+        return (None, n.prop(prop).is_none());
+    };
+    match a.as_str() {
+        "anthropic" => (Some((Api::Anthropic, sp)), true),
+        "openai" => (Some((Api::Openai, sp)), true),
+        _ => {
+            cx.push(
+                n.diag(
+                    "warden::inference::test",
+                    sp,
+                    format!("unknown API `{a}` in `{prop}=`"),
+                    "not a known API",
+                )
+                .help(format!("{what}: `anthropic` or `openai`")),
+            );
+            (None, false)
+        }
+    }
 }
 
 fn inference_limits(cx: &mut Cx, n: &N<'_>, l: &mut InferenceLimits) {

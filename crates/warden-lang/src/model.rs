@@ -41,6 +41,10 @@ pub struct Model {
     pub tenants: Vec<Tenant>,
     pub orders: Vec<Order>,
     pub order_tests: Vec<OrderTest>,
+    /// `unlisted "..."`: what a tool call no order names needs (a human by default).
+    pub orders_unlisted: Option<Autonomy>,
+    /// `render "PATH"`: where else in each sandbox the orders table is put, read-only.
+    pub orders_render: Vec<String>,
     /// Layouts the file built on, in order (names or paths as written).
     pub layouts: Vec<String>,
     /// Who may use the control API (`warden serve`); `None`: no API.
@@ -324,6 +328,11 @@ pub struct InferenceTest {
     pub prompt: String,
     /// A provider name, or `block`.
     pub expect: String,
+    /// `api=`: the API the caller speaks (the outcome then says which API the request
+    /// leaves in, and whether it was translated).
+    pub api: Option<Api>,
+    /// `leaves=`: the API the request must leave in (the provider's).
+    pub leaves: Option<Api>,
     pub loc: Loc,
 }
 
@@ -360,11 +369,17 @@ pub struct Order {
     /// `earn-after=N`: `warden orders` proposes granting the order (`auto`) once N asks
     /// in a row were approved and none denied.
     pub earn_after: Option<u32>,
+    /// `tool="..."` and `tool "..."` children: the agent's tool calls the order governs,
+    /// in Claude Code's rule syntax.
+    pub tools: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct OrderTest {
+    /// `test "ORDER"`: the order's autonomy; `test tool="Bash(git push)"`: the decision
+    /// on that tool call (this field then holds the call).
     pub order: String,
+    pub tool: bool,
     pub expect: Autonomy,
     pub loc: Loc,
 }

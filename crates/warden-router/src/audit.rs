@@ -42,8 +42,16 @@ pub struct RouterEvent {
     /// Detectors that found something in the request's text.
     pub detectors: Vec<String>,
     /// `route`, `redact`, `reroute`, `block`, `limit`, `invalid`, `no-route`,
-    /// `api-mismatch`, `upstream-error`, `not-found`, `list`.
+    /// `untranslatable`, `estimate`, `upstream-error`, `not-found`, `list`.
     pub decision: String,
+    /// The translation the call went through when its provider speaks the other API
+    /// (`messages->chat-completions`, `chat-completions->messages`,
+    /// `responses->messages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translated: Option<String>,
+    /// What a translation dropped on purpose, or a fallback it passed over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// What went wrong, if anything: never request or answer text.
     pub error: Option<String>,
 }

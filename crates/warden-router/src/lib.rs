@@ -34,7 +34,10 @@
 //!    a detector that fired decides: `block` (403, naming the detector, never the
 //!    text), `redact` (`[REDACTED:<detector>]` in the JSON strings) or `reroute`.
 //! 5. The first route whose glob matches picks the provider; `model_rewrite` changes
-//!    the model sent; a provider of the other API is refused for now (no translation).
+//!    the model sent. A provider of the other API gets the request translated
+//!    ([`translate::Crossing`]): what cannot be translated is refused (400, naming the
+//!    feature) and nothing is sent; `count_tokens` to an OpenAI provider is answered
+//!    here with an estimate marked `"estimated": true` and `x-warden-estimated: true`.
 //! 6. The caller's credentials (`x-api-key`, `authorization`) are dropped and the
 //!    provider's key is added. Query strings and the API headers (`anthropic-version`,
 //!    `anthropic-beta`, `openai-beta`) pass through.
@@ -43,7 +46,9 @@
 //!    retried.
 //! 8. The answer is relayed frame by frame (server-sent events arrive as sent), with an
 //!    idle timeout and no total timeout. A caller that goes away drops the upstream
-//!    connection, which cancels the request there.
+//!    connection, which cancels the request there. A translated stream is rewritten
+//!    event by event as its frames arrive; a translated JSON answer is read whole, then
+//!    written in the caller's API (an error keeps its status).
 //! 9. One [`RouterEvent`] per call goes to the [`AuditSink`].
 
 pub mod api;
@@ -71,6 +76,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use translate::Crossing;
 pub use upstream::KeySource;
 use upstream::{KeyLookup, Upstream};
 use warden_wire::inference::{Api, Detector, InferencePolicy, PrivacyAction};
@@ -405,34 +411,95 @@ impl Router {
             .iter()
             .filter_map(|c| live.upstreams.get(c).cloned())
             .collect();
-        // The first provider decides whether the call can be made at all; a fallback of
-        // the other API is passed over.
-        let first = &upstreams[0];
-        if first.provider.api != api {
-            ev.decision = "api-mismatch".into();
-            ev.provider = Some(first.provider.name.clone());
-            let msg = format!(
-                "model `{model}` is routed to provider `{}`, which speaks the {} API; this call uses the {} API and translating between them is not supported yet",
-                first.provider.name,
-                api_name(first.provider.api),
-                api_name(api)
-            );
-            return self.refuse(ev, start, api, 400, "api_mismatch", &msg);
-        }
-        let upstreams: Vec<Arc<Upstream>> = upstreams
-            .into_iter()
-            .filter(|u| u.provider.api == api)
-            .collect();
         if upstream_model != model {
             json["model"] = Value::String(upstream_model.clone());
             changed = true;
         }
         ev.upstream_model = Some(upstream_model);
-        let body = if changed {
-            Bytes::from(serde_json::to_vec(&json).unwrap_or_default())
-        } else {
-            bytes
-        };
+
+        // OpenAI has no way to count a request's tokens: warden estimates them.
+        if endpoint == Endpoint::CountTokens
+            && let Some(first) = upstreams.first()
+            && first.provider.api != Api::Anthropic
+        {
+            ev.decision = "estimate".into();
+            ev.provider = Some(first.provider.name.clone());
+            ev.status = 200;
+            ev.latency_ms = start.elapsed().as_millis() as u64;
+            ev.notes.push(format!(
+                "input tokens estimated: provider `{}` speaks the OpenAI API, which cannot count them",
+                first.provider.name
+            ));
+            self.audit.record(ev);
+            let n = translate::estimate_input_tokens(&json);
+            let body = serde_json::json!({"input_tokens": n, "estimated": true});
+            let mut resp = json_response(200, serde_json::to_vec(&body).unwrap_or_default());
+            resp.headers_mut()
+                .insert("x-warden-estimated", HeaderValue::from_static("true"));
+            return resp;
+        }
+
+        // Each attempt's body in its provider's API, made once per API. A fallback of
+        // the other API is translated too; one the request cannot be translated for is
+        // passed over (the first provider's refusal is the caller's).
+        let mut passthrough: Option<Bytes> = None;
+        let mut crossed: Option<Result<Bytes, translate::Untranslatable>> = None;
+        let mut attempts: Vec<(Arc<Upstream>, Option<Crossing>, Bytes)> =
+            Vec::with_capacity(upstreams.len());
+        for (i, up) in upstreams.into_iter().enumerate() {
+            let crossing = match Crossing::between(endpoint, up.provider.api) {
+                Ok(c) => c,
+                Err(e) => {
+                    ev.notes
+                        .push(format!("fallback `{}` passed over: {e}", up.provider.name));
+                    continue;
+                }
+            };
+            let body = match crossing {
+                None => passthrough
+                    .get_or_insert_with(|| {
+                        if changed {
+                            Bytes::from(serde_json::to_vec(&json).unwrap_or_default())
+                        } else {
+                            bytes.clone()
+                        }
+                    })
+                    .clone(),
+                Some(c) => {
+                    let made = crossed.get_or_insert_with(|| {
+                        let mut notes = translate::Notes::default();
+                        let r = c.request(&json, &mut notes);
+                        if notes.dropped_thinking > 0 {
+                            ev.notes.push(format!(
+                                "dropped {} thinking block(s) of the request: the provider's API has none",
+                                notes.dropped_thinking
+                            ));
+                        }
+                        r.map(|v| Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
+                    });
+                    match made {
+                        Ok(b) => b.clone(),
+                        Err(e) if i == 0 => {
+                            ev.decision = "untranslatable".into();
+                            ev.provider = Some(up.provider.name.clone());
+                            ev.translated = Some(c.as_str().into());
+                            let msg = format!(
+                                "model `{model}` is routed to provider `{}`, which speaks the {} API, and {e}; nothing was sent",
+                                up.provider.name,
+                                api_name(up.provider.api),
+                            );
+                            return self.refuse(ev, start, api, 400, "untranslatable", &msg);
+                        }
+                        Err(e) => {
+                            ev.notes
+                                .push(format!("fallback `{}` passed over: {e}", up.provider.name));
+                            continue;
+                        }
+                    }
+                }
+            };
+            attempts.push((up, crossing, body));
+        }
         let sse = json.get("stream").and_then(Value::as_bool) == Some(true);
         drop(json);
 
@@ -443,11 +510,12 @@ impl Router {
             .unwrap_or(self.config.idle_timeout);
         let mut last_error = String::new();
         let mut last_status = 502;
-        for (i, up) in upstreams.iter().enumerate() {
-            let last = i + 1 == upstreams.len();
+        for (i, (up, crossing, body)) in attempts.iter().enumerate() {
+            let last = i + 1 == attempts.len();
             ev.attempts.push(up.provider.name.clone());
             ev.provider = Some(up.provider.name.clone());
-            match self.send(up, &parts, body.clone()).await {
+            ev.translated = crossing.map(|c| c.as_str().into());
+            match self.send(up, &parts, body.clone(), *crossing).await {
                 Ok((resp, sender)) => {
                     let status = resp.status().as_u16();
                     if !last && (status == 429 || status >= 500) {
@@ -463,6 +531,24 @@ impl Router {
                         || sse && status == 200;
                     let (mut rparts, incoming) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
+                    let translator = match crossing {
+                        None => None,
+                        Some(c) if is_sse && status < 300 => {
+                            rparts.headers.remove(http::header::CONTENT_LENGTH);
+                            Some(translate::StreamTranslator::new(*c))
+                        }
+                        Some(c) => {
+                            let answer = Answer {
+                                crossing: *c,
+                                sender,
+                                up: up.clone(),
+                                idle,
+                            };
+                            return self
+                                .translate_whole(answer, rparts, incoming, ev, start)
+                                .await;
+                        }
+                    };
                     let relay = relay::Relay::new(
                         incoming,
                         (sender, up.clone()),
@@ -472,6 +558,10 @@ impl Router {
                         ev,
                         start,
                     );
+                    let relay = match translator {
+                        Some(t) => relay.translating(t),
+                        None => relay,
+                    };
                     return Response::from_parts(rparts, RouterBody::Relay(Box::new(relay)));
                 }
                 Err(e) => {
@@ -483,6 +573,9 @@ impl Router {
                     last_error = format!("provider `{}`: {e}", up.provider.name);
                 }
             }
+        }
+        if attempts.is_empty() {
+            last_error = "no provider of the route serves this call".into();
         }
         ev.decision = "upstream-error".into();
         let msg = format!("no provider answered: {last_error}");
@@ -496,8 +589,9 @@ impl Router {
         up: &Upstream,
         parts: &http::request::Parts,
         body: Bytes,
+        crossing: Option<Crossing>,
     ) -> io::Result<(Response<Incoming>, upstream::Sender)> {
-        let req = || upstream_request(up, parts, body.clone());
+        let req = || upstream_request(up, parts, body.clone(), crossing);
         let deadline = self.config.first_byte_timeout;
         let timed_out = || {
             io::Error::new(
@@ -523,6 +617,109 @@ impl Router {
         }
     }
 
+    /// A whole (non-streamed) answer of the other API: read to its end, then written
+    /// in the caller's API. An error keeps its status and reaches the caller in the
+    /// caller's format.
+    async fn translate_whole(
+        self: &Arc<Self>,
+        answer: Answer,
+        mut rparts: http::response::Parts,
+        incoming: Incoming,
+        ev: RouterEvent,
+        start: Instant,
+    ) -> Response<RouterBody> {
+        let mut pending = Unfinished {
+            router: self.clone(),
+            ev: Some(ev),
+            start,
+        };
+        let Answer {
+            crossing,
+            sender,
+            up,
+            idle,
+        } = answer;
+        let read = tokio::time::timeout(
+            idle,
+            Limited::new(incoming, self.config.max_body_bytes).collect(),
+        )
+        .await;
+        let Some(mut ev) = pending.ev.take() else {
+            return json_response(500, Vec::new());
+        };
+        ev.ttfb_ms = Some(start.elapsed().as_millis() as u64);
+        let caller = crossing.caller();
+        let status = rparts.status.as_u16();
+        let bytes = match read {
+            Ok(Ok(b)) => {
+                up.release(sender);
+                b.to_bytes()
+            }
+            Ok(Err(e)) => {
+                let msg = format!(
+                    "provider `{}` failed during the answer: {e}",
+                    up.provider.name
+                );
+                return self.refuse(ev, start, caller, 502, "upstream_failed", &msg);
+            }
+            Err(_) => {
+                let msg = format!(
+                    "no byte from provider `{}` for {} s, answer cut",
+                    up.provider.name,
+                    idle.as_secs()
+                );
+                return self.refuse(ev, start, caller, 504, "upstream_timeout", &msg);
+            }
+        };
+        let mut usage = api::Usage::default();
+        let (status, body) = if !(200..300).contains(&status) {
+            let msg = translate::error_message(&bytes)
+                .unwrap_or_else(|| format!("provider `{}` answered {status}", up.provider.name));
+            ev.error = Some(msg.clone());
+            (
+                status,
+                api::error_body(caller, status, "upstream_error", &msg),
+            )
+        } else {
+            let mut notes = translate::Notes::default();
+            let translated = serde_json::from_slice::<Value>(&bytes)
+                .map_err(|_| translate::Untranslatable("an answer that is not JSON".into()))
+                .and_then(|v| crossing.answer(&v, &mut notes));
+            if notes.dropped_thinking > 0 {
+                ev.notes.push(format!(
+                    "dropped {} thinking block(s) of the answer: the caller's API has none",
+                    notes.dropped_thinking
+                ));
+            }
+            match translated {
+                Ok(v) => {
+                    usage.take(&v);
+                    (status, serde_json::to_vec(&v).unwrap_or_default())
+                }
+                Err(e) => {
+                    let msg = format!("the provider's answer could not be translated: {e}");
+                    ev.error = Some(msg.clone());
+                    (502, api::error_body(caller, 502, "untranslatable", &msg))
+                }
+            }
+        };
+        ev.status = status;
+        ev.latency_ms = start.elapsed().as_millis() as u64;
+        ev.input_tokens = usage.input;
+        ev.output_tokens = usage.output;
+        if usage.total() > 0 {
+            self.limits.add_tokens(Instant::now(), usage.total());
+        }
+        self.audit.record(ev);
+        rparts.status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        rparts.headers.remove(http::header::CONTENT_LENGTH);
+        rparts.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Response::from_parts(rparts, RouterBody::Full(Some(Bytes::from(body))))
+    }
+
     fn refuse(
         &self,
         mut ev: RouterEvent,
@@ -545,6 +742,33 @@ impl Router {
     }
 }
 
+/// A whole answer to translate: from which provider, over which connection.
+struct Answer {
+    crossing: Crossing,
+    sender: upstream::Sender,
+    up: Arc<Upstream>,
+    idle: Duration,
+}
+
+/// The audit event of a call whose future may be dropped (the caller went away while
+/// the router read a whole answer): written then, with that as its error.
+struct Unfinished {
+    router: Arc<Router>,
+    ev: Option<RouterEvent>,
+    start: Instant,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(mut ev) = self.ev.take() {
+            ev.latency_ms = self.start.elapsed().as_millis() as u64;
+            ev.error
+                .get_or_insert_with(|| "caller went away before the answer ended".into());
+            self.router.audit.record(ev);
+        }
+    }
+}
+
 fn api_name(api: Api) -> &'static str {
     match api {
         Api::Anthropic => "Anthropic",
@@ -564,17 +788,46 @@ const PASS_HEADERS: &[&str] = &[
     "idempotency-key",
 ];
 
+/// What reaches a provider of the other API: the caller's API headers and query mean
+/// nothing there.
+const PASS_HEADERS_TRANSLATED: &[&str] = &["user-agent", "idempotency-key"];
+
+/// The `anthropic-version` a translated request is written for.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
 fn upstream_request(
     up: &Upstream,
     parts: &http::request::Parts,
     body: Bytes,
+    crossing: Option<Crossing>,
 ) -> io::Result<Request<Full<Bytes>>> {
-    let path = up.path_for(parts.uri.path(), parts.uri.query());
+    let (path, pass) = match crossing {
+        None => (
+            up.path_for(parts.uri.path(), parts.uri.query()),
+            PASS_HEADERS,
+        ),
+        Some(c) => (
+            up.path_for(c.upstream_path(), None),
+            PASS_HEADERS_TRANSLATED,
+        ),
+    };
     let mut b = Request::builder().method(parts.method.clone()).uri(path);
     let headers = b.headers_mut().ok_or_else(|| io::Error::other("request"))?;
-    for name in PASS_HEADERS {
+    for name in pass {
         for v in parts.headers.get_all(*name) {
             headers.append(*name, v.clone());
+        }
+    }
+    if crossing.is_some() {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if up.provider.api == Api::Anthropic {
+            headers.insert(
+                "anthropic-version",
+                HeaderValue::from_static(ANTHROPIC_VERSION),
+            );
         }
     }
     headers.insert(

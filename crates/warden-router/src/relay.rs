@@ -1,9 +1,13 @@
 //! The answer on its way back: each upstream frame is passed on as it arrives (no
 //! buffering), an idle timer cuts a stream that stopped moving, usage is read on the
 //! fly, and the audit event is written when the answer ends, fails, or is abandoned.
+//!
+//! A stream from a provider of the other API goes through a [`StreamTranslator`] on
+//! the way: each upstream frame becomes the caller's events it completes, at once.
 
 use crate::api::Usage;
 use crate::audit::RouterEvent;
+use crate::translate::StreamTranslator;
 use crate::upstream::{Sender, Upstream};
 use crate::{Router, unix_ms};
 use bytes::Bytes;
@@ -63,7 +67,8 @@ impl Body for RouterBody {
         match self {
             RouterBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             RouterBody::Full(None) => SizeHint::with_exact(0),
-            RouterBody::Relay(r) => r.inner.size_hint(),
+            RouterBody::Relay(r) if r.translate.is_none() => r.inner.size_hint(),
+            RouterBody::Relay(_) => SizeHint::default(),
         }
     }
 }
@@ -87,6 +92,8 @@ pub struct Relay {
     event: Option<RouterEvent>,
     start: Instant,
     finished: bool,
+    /// Set when the provider speaks the other API.
+    translate: Option<Box<StreamTranslator>>,
 }
 
 impl Relay {
@@ -115,52 +122,90 @@ impl Relay {
             event: Some(event),
             start,
             finished: false,
+            translate: None,
         }
     }
 
+    /// Translate the provider's stream into the caller's API on the way.
+    pub(crate) fn translating(mut self, t: StreamTranslator) -> Relay {
+        self.translate = Some(Box::new(t));
+        self
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.finished {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    if let Some(ev) = &mut self.event
-                        && ev.ttfb_ms.is_none()
-                    {
-                        ev.ttfb_ms = Some(self.start.elapsed().as_millis() as u64);
+        loop {
+            if self.finished {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if frame.is_data() {
+                        if let Some(ev) = &mut self.event
+                            && ev.ttfb_ms.is_none()
+                        {
+                            ev.ttfb_ms = Some(self.start.elapsed().as_millis() as u64);
+                        }
+                        let deadline = tokio::time::Instant::now() + self.idle_after;
+                        self.idle.as_mut().reset(deadline);
                     }
-                    self.observe(data);
-                    let deadline = tokio::time::Instant::now() + self.idle_after;
-                    self.idle.as_mut().reset(deadline);
+                    let Some(t) = &mut self.translate else {
+                        if let Some(data) = frame.data_ref() {
+                            self.observe(data);
+                        }
+                        // A body of known length may be dropped by the server as soon
+                        // as its last byte is out, without asking for the end: complete
+                        // it now.
+                        if self.inner.is_end_stream() {
+                            self.complete();
+                        }
+                        return Poll::Ready(Some(Ok(frame)));
+                    };
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers of the provider's API mean nothing here
+                    };
+                    let mut out = t.feed(&data);
+                    if self.inner.is_end_stream() {
+                        out.extend(t.end());
+                    }
+                    let out = Bytes::from(out);
+                    self.observe(&out);
+                    if self.inner.is_end_stream() {
+                        self.complete();
+                    }
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                    // Nothing complete yet: poll the provider again.
                 }
-                // A body of known length may be dropped by the server as soon as its
-                // last byte is out, without asking for the end: complete it now.
-                if self.inner.is_end_stream() {
+                Poll::Ready(None) => {
+                    let tail = match &mut self.translate {
+                        Some(t) => Bytes::from(t.end()),
+                        None => Bytes::new(),
+                    };
+                    self.observe(&tail);
                     self.complete();
+                    if tail.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(tail))));
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(None) => {
-                self.complete();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.conn = None;
-                self.finish(Some(format!("upstream failed during the answer: {e}")));
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
-            Poll::Pending => {
-                if self.idle.as_mut().poll(cx).is_ready() {
+                Poll::Ready(Some(Err(e))) => {
                     self.conn = None;
-                    let msg = format!(
-                        "no byte from the provider for {} s, answer cut",
-                        self.idle_after.as_secs()
-                    );
-                    self.finish(Some(msg.clone()));
-                    return Poll::Ready(Some(Err(msg.into())));
+                    self.finish(Some(format!("upstream failed during the answer: {e}")));
+                    return Poll::Ready(Some(Err(Box::new(e))));
                 }
-                Poll::Pending
+                Poll::Pending => {
+                    if self.idle.as_mut().poll(cx).is_ready() {
+                        self.conn = None;
+                        let msg = format!(
+                            "no byte from the provider for {} s, answer cut",
+                            self.idle_after.as_secs()
+                        );
+                        self.finish(Some(msg.clone()));
+                        return Poll::Ready(Some(Err(msg.into())));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -216,6 +261,22 @@ impl Relay {
         ev.latency_ms = self.start.elapsed().as_millis() as u64;
         ev.input_tokens = self.usage.input;
         ev.output_tokens = self.usage.output;
+        if let Some(t) = &self.translate {
+            if t.notes.dropped_thinking > 0 {
+                ev.notes.push(format!(
+                    "dropped {} thinking block(s) of the answer: the caller's API has none",
+                    t.notes.dropped_thinking
+                ));
+            }
+            if let Some(e) = &t.failed
+                && error.is_none()
+                && ev.error.is_none()
+            {
+                ev.error = Some(format!(
+                    "the provider's stream could not be translated: {e}"
+                ));
+            }
+        }
         if ev.error.is_none() {
             ev.error = error;
         }

@@ -4,16 +4,22 @@
 //!
 //! What one side has and the other lacks is refused with [`Untranslatable`] naming the
 //! feature (server-side tools, several choices, ...), never dropped without a word;
-//! thinking blocks, which Chat Completions cannot carry, are dropped and counted in
-//! [`Notes`] for the audit.
+//! thinking blocks, which Chat Completions cannot carry, and the reasoning text some
+//! OpenAI-compatible servers send (`reasoning_content`), which lacks the signature an
+//! Anthropic thinking block needs, are dropped and counted in [`Notes`] for the audit.
+//! Images a tool returned follow its result in the user turn (a Chat tool message
+//! holds text only).
 //!
 //! Tool call ids are kept as they are both ways, so a later turn's tool results match
 //! the calls the agent saw.
 //!
-//! Not wired into the router's request flow yet: a route to a provider of the other API
-//! is still refused there.
+//! The router picks a [`Crossing`] when a route's provider speaks the other API: it
+//! translates the request with it, and the answer through a [`Translator`] that turns
+//! upstream bytes into caller bytes as they arrive (a JSON answer is whole before it
+//! can be translated; a stream goes event by event).
 
 use serde_json::{Map, Value, json};
+use warden_wire::inference::Api;
 
 /// A feature of the request or answer the other API has no way to express.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,27 +156,7 @@ fn anthropic_blocks_to_chat(
     for b in blocks {
         match b.get("type").and_then(Value::as_str) {
             Some("text") => parts.push(json!({"type": "text", "text": b.get("text")})),
-            Some("image") => {
-                let src = b
-                    .get("source")
-                    .ok_or_else(|| no("an image without source"))?;
-                let url = match src.get("type").and_then(Value::as_str) {
-                    Some("base64") => format!(
-                        "data:{};base64,{}",
-                        src.get("media_type")
-                            .and_then(Value::as_str)
-                            .unwrap_or("image/png"),
-                        src.get("data").and_then(Value::as_str).unwrap_or("")
-                    ),
-                    Some("url") => src
-                        .get("url")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    _ => return Err(no("an image source other than base64 or a URL")),
-                };
-                parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
-            }
+            Some("image") => parts.push(image_part(b)?),
             Some("tool_use") => calls.push(json!({
                 "id": b.get("id"),
                 "type": "function",
@@ -182,6 +168,26 @@ fn anthropic_blocks_to_chat(
             })),
             Some("tool_result") => {
                 let content = match b.get("content") {
+                    Some(Value::Array(inner)) => {
+                        // A Chat tool message holds text only: the images a tool
+                        // returned (a screenshot, a file read) follow in the user turn.
+                        let mut text = Vec::new();
+                        for c in inner {
+                            match c.get("type").and_then(Value::as_str) {
+                                Some("text") => {
+                                    text.push(c.get("text").and_then(Value::as_str).unwrap_or(""))
+                                }
+                                Some("image") => parts.push(image_part(c)?),
+                                Some(other) => {
+                                    return Err(no(format!(
+                                        "tool result content of type `{other}`"
+                                    )));
+                                }
+                                None => return Err(no("tool result content without a type")),
+                            }
+                        }
+                        text.join("\n")
+                    }
                     Some(c) => text_of_blocks(c).unwrap_or_default(),
                     None => String::new(),
                 };
@@ -192,7 +198,7 @@ fn anthropic_blocks_to_chat(
                 }));
             }
             Some("thinking" | "redacted_thinking") => notes.dropped_thinking += 1,
-            Some(other) => return Err(no(format!("a `{other}` content block"))),
+            Some(other) => return Err(no(format!("content blocks of type `{other}`"))),
             None => return Err(no("a content block without a type")),
         }
     }
@@ -212,6 +218,29 @@ fn anthropic_blocks_to_chat(
         messages.push(json!({"role": role, "content": parts}));
     }
     Ok(())
+}
+
+/// An Anthropic image block as a Chat Completions `image_url` part.
+fn image_part(b: &Value) -> R<Value> {
+    let src = b
+        .get("source")
+        .ok_or_else(|| no("an image without source"))?;
+    let url = match src.get("type").and_then(Value::as_str) {
+        Some("base64") => format!(
+            "data:{};base64,{}",
+            src.get("media_type")
+                .and_then(Value::as_str)
+                .unwrap_or("image/png"),
+            src.get("data").and_then(Value::as_str).unwrap_or("")
+        ),
+        Some("url") => src
+            .get("url")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        _ => return Err(no("an image source other than base64 or a URL")),
+    };
+    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
 /// An OpenAI Chat Completions request as an Anthropic Messages request.
@@ -310,7 +339,9 @@ pub fn chat_to_messages(req: &Value) -> R<Value> {
                                     .and_then(Value::as_str)
                                     .unwrap_or(""),
                             ),
-                            Some(other) => return Err(no(format!("a `{other}` content part"))),
+                            Some(other) => {
+                                return Err(no(format!("content parts of type `{other}`")));
+                            }
                             None => return Err(no("a content part without a type")),
                         };
                         push_block(&mut messages, "user", block);
@@ -422,7 +453,7 @@ pub fn responses_to_chat(req: &Value) -> R<Value> {
                                             .push(json!({"type": "text", "text": p.get("text")})),
                                         Some("input_image") => list.push(json!({"type": "image_url", "image_url": {"url": p.get("image_url")}})),
                                         Some(other) => {
-                                            return Err(no(format!("a `{other}` input part")));
+                                            return Err(no(format!("input parts of type `{other}`")));
                                         }
                                         None => return Err(no("an input part without a type")),
                                     }
@@ -459,7 +490,7 @@ pub fn responses_to_chat(req: &Value) -> R<Value> {
                     }
                     "function_call_output" => messages.push(json!({"role": "tool", "tool_call_id": it.get("call_id"), "content": it.get("output")})),
                     "reasoning" => {}
-                    other => return Err(no(format!("a `{other}` input item"))),
+                    other => return Err(no(format!("input items of type `{other}`"))),
                 }
             }
         }
@@ -509,12 +540,25 @@ fn stop_to_finish(reason: Option<&str>) -> &'static str {
     }
 }
 
+/// Reasoning text some OpenAI-compatible servers add (`reasoning_content`: vLLM,
+/// llama.cpp, DeepSeek; `reasoning`: Ollama, OpenRouter).
+fn has_reasoning(msg: &Value) -> bool {
+    ["reasoning_content", "reasoning"].iter().any(|k| {
+        msg.get(*k)
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty())
+    })
+}
+
 /// A Chat Completions answer as an Anthropic Messages answer.
-pub fn chat_answer_to_messages(ans: &Value) -> R<Value> {
+pub fn chat_answer_to_messages(ans: &Value, notes: &mut Notes) -> R<Value> {
     let choice = ans
         .pointer("/choices/0")
         .ok_or_else(|| no("an answer without choices"))?;
     let msg = choice.get("message").cloned().unwrap_or(json!({}));
+    if has_reasoning(&msg) {
+        notes.dropped_thinking += 1;
+    }
     let mut content = Vec::new();
     if let Some(t) = msg.get("content").and_then(Value::as_str)
         && !t.is_empty()
@@ -571,7 +615,7 @@ pub fn messages_answer_to_chat(ans: &Value, notes: &mut Notes) -> R<Value> {
                 },
             })),
             Some("thinking" | "redacted_thinking") => notes.dropped_thinking += 1,
-            Some(other) => return Err(no(format!("a `{other}` content block in the answer"))),
+            Some(other) => return Err(no(format!("answer content blocks of type `{other}`"))),
             None => return Err(no("a content block without a type")),
         }
     }
@@ -695,6 +739,9 @@ pub struct ChatToMessagesStream {
     output_tokens: u64,
     input_tokens: u64,
     done: bool,
+    pub notes: Notes,
+    /// Reasoning text seen: counted once per answer, as one dropped block.
+    reasoning: bool,
 }
 
 impl ChatToMessagesStream {
@@ -725,6 +772,11 @@ impl ChatToMessagesStream {
             return Ok(out);
         };
         let delta = choice.get("delta").cloned().unwrap_or(json!({}));
+        if !self.reasoning && has_reasoning(&delta) {
+            // Anthropic thinking blocks carry a provider signature this text lacks.
+            self.reasoning = true;
+            self.notes.dropped_thinking += 1;
+        }
         if let Some(t) = delta.get("content").and_then(Value::as_str)
             && !t.is_empty()
         {
@@ -896,6 +948,527 @@ impl MessagesToChatStream {
     }
 }
 
+// ---------------------------------------------------------------------------------
+// Chat Completions streams as Responses events
+
+#[derive(Debug)]
+enum Item {
+    Text {
+        id: String,
+        text: String,
+    },
+    Call {
+        id: String,
+        call_id: Value,
+        name: Value,
+        args: String,
+        chat_index: u64,
+    },
+}
+
+/// Chat Completions stream chunks in, OpenAI Responses events out (`response.created`,
+/// `response.output_item.added`, `response.output_text.delta`,
+/// `response.function_call_arguments.delta`, ..., `response.completed` with usage).
+#[derive(Debug, Default)]
+pub struct ChatToResponsesStream {
+    id: String,
+    model: Value,
+    seq: u64,
+    started: bool,
+    /// Every item so far; those at `open..` are still in progress.
+    items: Vec<Item>,
+    open: usize,
+    finish: Option<String>,
+    input_tokens: u64,
+    output_tokens: u64,
+    done: bool,
+}
+
+impl ChatToResponsesStream {
+    fn event(&mut self, name: &str, mut v: Value) -> Event {
+        v["type"] = json!(name);
+        v["sequence_number"] = json!(self.seq);
+        self.seq += 1;
+        Event::named(name, v)
+    }
+
+    fn response(&self, status: &str, output: Vec<Value>, usage: Value) -> Value {
+        json!({"id": self.id, "object": "response", "created_at": 0, "status": status,
+            "model": self.model, "output": output, "parallel_tool_calls": true,
+            "tool_choice": "auto", "tools": [], "usage": usage})
+    }
+
+    fn item_json(item: &Item, status: &str) -> Value {
+        match item {
+            Item::Text { id, text } => json!({"type": "message", "id": id, "status": status,
+                "role": "assistant",
+                "content": if text.is_empty() && status != "completed" { json!([]) } else {
+                    json!([{"type": "output_text", "text": text, "annotations": []}]) }}),
+            Item::Call {
+                id,
+                call_id,
+                name,
+                args,
+                ..
+            } => json!({"type": "function_call",
+                "id": id, "call_id": call_id, "name": name, "arguments": args, "status": status}),
+        }
+    }
+
+    /// Translates one Chat Completions `data:` payload (`[DONE]` included).
+    pub fn push(&mut self, data: &str) -> R<Vec<Event>> {
+        let mut out = Vec::new();
+        if data.trim() == "[DONE]" {
+            self.finish(&mut out);
+            return Ok(out);
+        }
+        let chunk: Value =
+            serde_json::from_str(data).map_err(|_| no("a stream chunk that is not JSON"))?;
+        if let Some(e) = chunk.get("error") {
+            return Err(no(format!(
+                "a stream error from the provider ({})",
+                e.get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no message")
+            )));
+        }
+        if !self.started {
+            self.started = true;
+            self.id = format!(
+                "resp_{}",
+                chunk.get("id").and_then(Value::as_str).unwrap_or("0")
+            );
+            self.model = chunk.get("model").cloned().unwrap_or(Value::Null);
+            let r = self.response("in_progress", Vec::new(), Value::Null);
+            out.push(self.event("response.created", json!({"response": r})));
+            let r = self.response("in_progress", Vec::new(), Value::Null);
+            out.push(self.event("response.in_progress", json!({"response": r})));
+        }
+        if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
+            self.input_tokens = u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
+            self.output_tokens = u
+                .get("completion_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+        }
+        let Some(choice) = chunk.pointer("/choices/0") else {
+            return Ok(out);
+        };
+        if let Some(t) = choice.pointer("/delta/content").and_then(Value::as_str)
+            && !t.is_empty()
+        {
+            let index = match self.items.last() {
+                Some(Item::Text { .. }) if self.open < self.items.len() => self.items.len() - 1,
+                _ => {
+                    self.close_all(&mut out);
+                    let id = format!("msg_{}_{}", self.id, self.items.len());
+                    self.items.push(Item::Text {
+                        id: id.clone(),
+                        text: String::new(),
+                    });
+                    let index = self.items.len() - 1;
+                    let item = Self::item_json(&self.items[index], "in_progress");
+                    out.push(self.event(
+                        "response.output_item.added",
+                        json!({"output_index": index, "item": item}),
+                    ));
+                    out.push(self.event(
+                        "response.content_part.added",
+                        json!({"item_id": id, "output_index": index, "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": []}}),
+                    ));
+                    index
+                }
+            };
+            let id = match &mut self.items[index] {
+                Item::Text { id, text } => {
+                    text.push_str(t);
+                    id.clone()
+                }
+                Item::Call { id, .. } => id.clone(),
+            };
+            out.push(self.event("response.output_text.delta", json!({"item_id": id, "output_index": index, "content_index": 0, "delta": t, "logprobs": []})));
+        }
+        for c in choice
+            .pointer("/delta/tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let chat_index = c.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let found =
+                self.items
+                    .iter()
+                    .enumerate()
+                    .skip(self.open)
+                    .find_map(|(i, it)| match it {
+                        Item::Call { chat_index: n, .. } if *n == chat_index => Some(i),
+                        _ => None,
+                    });
+            let index = match found {
+                Some(i) => i,
+                None => {
+                    // A text item in progress ends where the calls begin.
+                    if matches!(self.items.last(), Some(Item::Text { .. })) {
+                        self.close_all(&mut out);
+                    }
+                    let call_id = c.get("id").cloned().unwrap_or(Value::Null);
+                    let id = format!("fc_{}", call_id.as_str().unwrap_or(""));
+                    self.items.push(Item::Call {
+                        id,
+                        call_id,
+                        name: c.pointer("/function/name").cloned().unwrap_or(Value::Null),
+                        args: String::new(),
+                        chat_index,
+                    });
+                    let index = self.items.len() - 1;
+                    let item = Self::item_json(&self.items[index], "in_progress");
+                    out.push(self.event(
+                        "response.output_item.added",
+                        json!({"output_index": index, "item": item}),
+                    ));
+                    index
+                }
+            };
+            if let Some(a) = c.pointer("/function/arguments").and_then(Value::as_str)
+                && !a.is_empty()
+            {
+                let id = match &mut self.items[index] {
+                    Item::Call { id, args, .. } => {
+                        args.push_str(a);
+                        id.clone()
+                    }
+                    Item::Text { id, .. } => id.clone(),
+                };
+                out.push(self.event(
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": id, "output_index": index, "delta": a}),
+                ));
+            }
+        }
+        if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish = Some(r.to_string());
+        }
+        Ok(out)
+    }
+
+    fn close_all(&mut self, out: &mut Vec<Event>) {
+        while self.open < self.items.len() {
+            let index = self.open;
+            self.open += 1;
+            let done = Self::item_json(&self.items[index], "completed");
+            match &self.items[index] {
+                Item::Text { id, text } => {
+                    let (id, text) = (id.clone(), text.clone());
+                    out.push(self.event("response.output_text.done", json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []})));
+                    out.push(self.event(
+                        "response.content_part.done",
+                        json!({"item_id": id, "output_index": index, "content_index": 0,
+                        "part": {"type": "output_text", "text": text, "annotations": []}}),
+                    ));
+                }
+                Item::Call { id, args, .. } => {
+                    let (id, args) = (id.clone(), args.clone());
+                    out.push(self.event(
+                        "response.function_call_arguments.done",
+                        json!({"item_id": id, "output_index": index, "arguments": args}),
+                    ));
+                }
+            }
+            out.push(self.event(
+                "response.output_item.done",
+                json!({"output_index": index, "item": done}),
+            ));
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Event>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.close_all(out);
+        let output = self
+            .items
+            .iter()
+            .map(|i| Self::item_json(i, "completed"))
+            .collect();
+        let usage = json!({"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "total_tokens": self.input_tokens + self.output_tokens,
+            "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}});
+        let incomplete = self.finish.as_deref() == Some("length");
+        let mut r = self.response(
+            if incomplete {
+                "incomplete"
+            } else {
+                "completed"
+            },
+            output,
+            usage,
+        );
+        if incomplete {
+            r["incomplete_details"] = json!({"reason": "max_output_tokens"});
+            out.push(self.event("response.incomplete", json!({"response": r})));
+        } else {
+            out.push(self.event("response.completed", json!({"response": r})));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Crossings: which translation a route needs, and the answer on its way back
+
+/// A request crossing from the caller's API to a provider of the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crossing {
+    /// An Anthropic Messages caller, an OpenAI (Chat Completions) provider.
+    MessagesToChat,
+    /// An OpenAI Chat Completions caller, an Anthropic provider.
+    ChatToMessages,
+    /// An OpenAI Responses caller, an Anthropic provider (through Chat Completions'
+    /// shapes both ways).
+    ResponsesToMessages,
+}
+
+impl Crossing {
+    /// The crossing a call to `endpoint` needs to reach a provider of `provider`'s API:
+    /// none when it speaks the caller's, an error when the call has no counterpart
+    /// there.
+    pub fn between(endpoint: crate::api::Endpoint, provider: Api) -> R<Option<Crossing>> {
+        use crate::api::Endpoint as E;
+        match (endpoint, provider) {
+            (E::Messages, Api::Openai) => Ok(Some(Crossing::MessagesToChat)),
+            (E::ChatCompletions, Api::Anthropic) => Ok(Some(Crossing::ChatToMessages)),
+            (E::Responses, Api::Anthropic) => Ok(Some(Crossing::ResponsesToMessages)),
+            (E::CountTokens, Api::Openai) => Err(no("`count_tokens`")),
+            _ => Ok(None),
+        }
+    }
+
+    /// The API the caller speaks (and hears back).
+    pub fn caller(self) -> Api {
+        match self {
+            Crossing::MessagesToChat => Api::Anthropic,
+            Crossing::ChatToMessages | Crossing::ResponsesToMessages => Api::Openai,
+        }
+    }
+
+    /// For the audit: `messages->chat-completions` and the like.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Crossing::MessagesToChat => "messages->chat-completions",
+            Crossing::ChatToMessages => "chat-completions->messages",
+            Crossing::ResponsesToMessages => "responses->messages",
+        }
+    }
+
+    /// The provider's path the translated request goes to.
+    pub fn upstream_path(self) -> &'static str {
+        match self {
+            Crossing::MessagesToChat => "/v1/chat/completions",
+            Crossing::ChatToMessages | Crossing::ResponsesToMessages => "/v1/messages",
+        }
+    }
+
+    /// The request in the provider's API.
+    pub fn request(self, req: &Value, notes: &mut Notes) -> R<Value> {
+        match self {
+            Crossing::MessagesToChat => messages_to_chat(req, notes),
+            Crossing::ChatToMessages => chat_to_messages(req),
+            Crossing::ResponsesToMessages => chat_to_messages(&responses_to_chat(req)?),
+        }
+    }
+
+    /// A whole (non-streamed) answer in the caller's API.
+    pub fn answer(self, ans: &Value, notes: &mut Notes) -> R<Value> {
+        match self {
+            Crossing::MessagesToChat => chat_answer_to_messages(ans, notes),
+            Crossing::ChatToMessages => messages_answer_to_chat(ans, notes),
+            Crossing::ResponsesToMessages => {
+                chat_answer_to_responses(&messages_answer_to_chat(ans, notes)?)
+            }
+        }
+    }
+}
+
+/// The message of an error answer of either API (`error.message` in both).
+pub fn error_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let e = v.get("error")?;
+    match e {
+        Value::String(s) => Some(s.clone()),
+        _ => e.get("message").and_then(Value::as_str).map(str::to_string),
+    }
+}
+
+#[derive(Debug)]
+enum Streams {
+    ChatToMessages(ChatToMessagesStream),
+    MessagesToChat(MessagesToChatStream),
+    MessagesToResponses(MessagesToChatStream, ChatToResponsesStream),
+}
+
+/// A provider's server-sent events in, the caller's out, event by event: each call to
+/// [`StreamTranslator::feed`] returns what the bytes so far complete, nothing is held
+/// back beyond an unfinished line.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    crossing: Crossing,
+    streams: Streams,
+    line: Vec<u8>,
+    data: String,
+    has_data: bool,
+    /// Set once a translation failed: the caller got an error event, the rest is dropped.
+    pub failed: Option<Untranslatable>,
+    pub notes: Notes,
+}
+
+/// Longest stream line kept (a longer one is cut; its event then fails to parse).
+const MAX_LINE: usize = 8 << 20;
+
+impl StreamTranslator {
+    pub fn new(crossing: Crossing) -> StreamTranslator {
+        let streams = match crossing {
+            Crossing::MessagesToChat => Streams::ChatToMessages(ChatToMessagesStream::default()),
+            Crossing::ChatToMessages => Streams::MessagesToChat(MessagesToChatStream::default()),
+            Crossing::ResponsesToMessages => Streams::MessagesToResponses(
+                MessagesToChatStream::default(),
+                ChatToResponsesStream::default(),
+            ),
+        };
+        StreamTranslator {
+            crossing,
+            streams,
+            line: Vec::new(),
+            data: String::new(),
+            has_data: false,
+            failed: None,
+            notes: Notes::default(),
+        }
+    }
+
+    /// Upstream bytes in, caller bytes out (possibly none yet).
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in bytes.split_inclusive(|b| *b == b'\n') {
+            if self.line.len() + chunk.len() <= MAX_LINE {
+                self.line.extend_from_slice(chunk);
+            }
+            if !chunk.ends_with(b"\n") {
+                continue;
+            }
+            let line = std::mem::take(&mut self.line);
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                self.dispatch(&mut out);
+            } else if let Some(d) = line.strip_prefix("data:") {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                self.has_data = true;
+            }
+            // `event:`, `id:`, `retry:` and comments: the payload says what it is.
+        }
+        out
+    }
+
+    /// The provider's stream ended: whatever the caller still needs to see it end.
+    pub fn end(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if !self.line.is_empty() {
+            self.feed(b"\n");
+        }
+        self.dispatch(&mut out);
+        if self.failed.is_none() {
+            let events = match &mut self.streams {
+                Streams::ChatToMessages(s) => s.push("[DONE]"),
+                Streams::MessagesToChat(_) => Ok(Vec::new()),
+                Streams::MessagesToResponses(_, r) => r.push("[DONE]"),
+            };
+            self.write(events, &mut out);
+        }
+        out
+    }
+
+    fn dispatch(&mut self, out: &mut Vec<u8>) {
+        if !std::mem::take(&mut self.has_data) {
+            return;
+        }
+        let data = std::mem::take(&mut self.data);
+        if self.failed.is_some() {
+            return;
+        }
+        let events = match &mut self.streams {
+            Streams::ChatToMessages(s) => {
+                let r = s.push(&data);
+                self.notes.dropped_thinking = s.notes.dropped_thinking;
+                r
+            }
+            Streams::MessagesToChat(s) => {
+                let r = s.push(&data);
+                self.notes.dropped_thinking = s.notes.dropped_thinking;
+                r
+            }
+            Streams::MessagesToResponses(s, r) => match s.push(&data) {
+                Ok(chat) => {
+                    self.notes.dropped_thinking = s.notes.dropped_thinking;
+                    let mut all = Vec::new();
+                    let mut res = Ok(());
+                    for e in chat {
+                        match r.push(&e.data) {
+                            Ok(evs) => all.extend(evs),
+                            Err(e) => {
+                                res = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    res.map(|()| all)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        self.write(events, out);
+    }
+
+    fn write(&mut self, events: R<Vec<Event>>, out: &mut Vec<u8>) {
+        match events {
+            Ok(events) => {
+                for e in events {
+                    out.extend_from_slice(e.to_sse().as_bytes());
+                }
+            }
+            Err(e) => {
+                let msg = format!("the provider's stream could not be translated: {e}");
+                let ev = match self.crossing.caller() {
+                    Api::Anthropic => Event::named(
+                        "error",
+                        json!({"type": "error", "error": {"type": "api_error", "message": msg}}),
+                    ),
+                    Api::Openai => Event::data(
+                        json!({"error": {"message": msg, "type": "server_error", "param": null, "code": "untranslatable"}}),
+                    ),
+                };
+                out.extend_from_slice(ev.to_sse().as_bytes());
+                self.failed = Some(e);
+            }
+        }
+    }
+}
+
+/// A rough count of a Messages request's input tokens for a provider that cannot count
+/// them: about four characters a token over its texts and tool definitions.
+pub fn estimate_input_tokens(req: &Value) -> u64 {
+    let chars: usize = crate::api::texts(req)
+        .iter()
+        .map(|t| t.chars().count())
+        .sum::<usize>()
+        + req.get("tools").map(|t| t.to_string().len()).unwrap_or(0);
+    (chars as u64).div_ceil(4).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1003,7 +1576,9 @@ mod tests {
         let chat = json!({"id": "c1", "model": "local", "choices": [{"index": 0, "finish_reason": "tool_calls",
             "message": {"role": "assistant", "content": "running", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "Bash", "arguments": "{\"command\":\"echo hi\"}"}}]}}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}});
-        let msg = chat_answer_to_messages(&chat).unwrap();
+        let mut notes = Notes::default();
+        let msg = chat_answer_to_messages(&chat, &mut notes).unwrap();
+        assert_eq!(notes.dropped_thinking, 0);
         assert_eq!(
             msg,
             json!({"id": "c1", "type": "message", "role": "assistant", "model": "local",
@@ -1109,5 +1684,205 @@ mod tests {
         );
         assert_eq!(data[6], "[DONE]");
         assert_eq!(out[6].to_sse(), "data: [DONE]\n\n");
+    }
+
+    #[test]
+    fn a_stream_split_anywhere_translates_to_the_same_events() {
+        let upstream = concat!(
+            "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\r\n\r\n",
+            ": keep-alive\n\n",
+            "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let whole = {
+            let mut t = StreamTranslator::new(Crossing::MessagesToChat);
+            let mut out = t.feed(upstream.as_bytes());
+            out.extend(t.end());
+            out
+        };
+        let text = String::from_utf8(whole.clone()).unwrap();
+        assert_eq!(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("event: "))
+                .collect::<Vec<_>>(),
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        for size in [1, 2, 7, 33] {
+            let mut t = StreamTranslator::new(Crossing::MessagesToChat);
+            let mut out = Vec::new();
+            for piece in upstream.as_bytes().chunks(size) {
+                out.extend(t.feed(piece));
+            }
+            out.extend(t.end());
+            assert_eq!(out, whole, "split every {size} bytes");
+        }
+    }
+
+    #[test]
+    fn a_broken_stream_event_becomes_one_error_event_in_the_callers_format() {
+        let mut t = StreamTranslator::new(Crossing::ChatToMessages);
+        let out = t.feed(
+            b"event: message_start\ndata: {not json\n\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "data: {\"error\":{\"code\":\"untranslatable\",\"message\":\"the provider's stream could not be translated: cannot translate a stream event that is not JSON to the provider's API\",\"param\":null,\"type\":\"server_error\"}}\n\n"
+        );
+        assert!(t.failed.is_some());
+        assert!(t.end().is_empty());
+    }
+
+    /// Arbitrary JSON shaped like the APIs' (their keys, nested anyhow) never makes a
+    /// translation panic: it translates or says what it cannot.
+    #[test]
+    fn no_input_makes_a_translation_panic() {
+        const KEYS: &[&str] = &[
+            "model",
+            "messages",
+            "role",
+            "content",
+            "type",
+            "text",
+            "tools",
+            "tool_choice",
+            "tool_calls",
+            "function",
+            "arguments",
+            "name",
+            "input",
+            "id",
+            "system",
+            "stream",
+            "choices",
+            "delta",
+            "index",
+            "usage",
+            "source",
+            "image_url",
+            "url",
+            "call_id",
+            "output",
+            "instructions",
+            "max_tokens",
+            "stop",
+            "finish_reason",
+            "message",
+            "content_block",
+            "partial_json",
+            "stop_reason",
+            "tool_use_id",
+            "metadata",
+        ];
+        const WORDS: &[&str] = &[
+            "user",
+            "assistant",
+            "tool",
+            "system",
+            "text",
+            "tool_use",
+            "tool_result",
+            "image",
+            "thinking",
+            "function",
+            "message",
+            "function_call",
+            "function_call_output",
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "input_json_delta",
+            "text_delta",
+            "message_delta",
+            "base64",
+            "auto",
+            "any",
+            "[DONE]",
+            "{",
+            "",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        fn arbitrary(next: &mut dyn FnMut(usize) -> usize, depth: u32) -> Value {
+            match if depth == 0 { next(4) } else { next(7) } {
+                0 => json!(WORDS[next(WORDS.len())]),
+                1 => json!(next(5)),
+                2 => Value::Null,
+                3 => json!(next(2) == 0),
+                4 | 5 => {
+                    let mut m = Map::new();
+                    for _ in 0..next(5) {
+                        m.insert(KEYS[next(KEYS.len())].into(), arbitrary(next, depth - 1));
+                    }
+                    Value::Object(m)
+                }
+                _ => Value::Array((0..next(4)).map(|_| arbitrary(next, depth - 1)).collect()),
+            }
+        }
+        for _ in 0..20_000 {
+            let v = arbitrary(&mut next, 5);
+            let mut notes = Notes::default();
+            for c in [
+                Crossing::MessagesToChat,
+                Crossing::ChatToMessages,
+                Crossing::ResponsesToMessages,
+            ] {
+                let _ = c.request(&v, &mut notes);
+                let _ = c.answer(&v, &mut notes);
+                let mut t = StreamTranslator::new(c);
+                let data = format!("data: {v}\n\n");
+                let _ = t.feed(data.as_bytes());
+                let _ = t.feed(b"data: [DONE]\n\n");
+                let _ = t.end();
+            }
+            let _ = estimate_input_tokens(&v);
+        }
+    }
+
+    #[test]
+    fn images_a_tool_returned_follow_its_result_and_reasoning_is_noted() {
+        let from = json!({"model": "m", "max_tokens": 5, "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "content": [
+                {"type": "text", "text": "shot.png"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "QUJD"}}]}]}]});
+        let mut notes = Notes::default();
+        assert_eq!(
+            messages_to_chat(&from, &mut notes).unwrap()["messages"],
+            json!([
+                {"role": "tool", "tool_call_id": "toolu_2", "content": "shot.png"},
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,QUJD"}}]}])
+        );
+        let doc = json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+            "content": [{"type": "document", "source": {}}]}]}]});
+        assert_eq!(
+            messages_to_chat(&doc, &mut notes).unwrap_err().to_string(),
+            "cannot translate tool result content of type `document` to the provider's API"
+        );
+        let answer = json!({"id": "c", "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "4", "reasoning_content": "2+2"}}]});
+        let mut notes = Notes::default();
+        let msg = chat_answer_to_messages(&answer, &mut notes).unwrap();
+        assert_eq!(msg["content"], json!([{"type": "text", "text": "4"}]));
+        assert_eq!(notes.dropped_thinking, 1);
+        let mut t = StreamTranslator::new(Crossing::MessagesToChat);
+        for d in [
+            r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"reasoning_content":"hm"}}]}"#,
+            r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"reasoning_content":"m"}}]}"#,
+            r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"4"}}]}"#,
+        ] {
+            t.feed(format!("data: {d}\n\n").as_bytes());
+        }
+        assert_eq!(t.notes.dropped_thinking, 1);
     }
 }

@@ -14,6 +14,9 @@ pub const PROXY_ADDR: &str = "127.0.0.1:3128";
 /// egress proxy: the sandbox's model calls go here (`ANTHROPIC_BASE_URL`,
 /// `OPENAI_BASE_URL`), and the router adds the provider's key on the way out.
 pub const ROUTER_ADDR: &str = "127.0.0.1:3129";
+/// The standing orders endpoint inside the sandbox's network namespace (a sandbox with
+/// an agent): "may I do X under order Y".
+pub const ORDERS_ADDR: &str = "127.0.0.1:3130";
 
 /// The API key a sandbox with `inference` sees in `ANTHROPIC_API_KEY` and
 /// `OPENAI_API_KEY`: clients refuse to start without one, and the router drops it and
@@ -50,6 +53,10 @@ pub struct SandboxPlan {
     /// never written into `config.json` or any other file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_env: Vec<SecretEnv>,
+    /// The standing orders endpoint is served at [`ORDERS_ADDR`] (a sandbox with an
+    /// agent).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub orders_endpoint: bool,
 }
 
 /// One file of [`SandboxPlan::files`].

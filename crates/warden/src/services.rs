@@ -1,5 +1,6 @@
-//! The services warden hosts for one sandbox: the egress proxy (`127.0.0.1:3128`) and the
-//! inference router (`127.0.0.1:3129`), each on a listener bound inside the sandbox's
+//! The services warden hosts for one sandbox: the egress proxy (`127.0.0.1:3128`), the
+//! inference router (`127.0.0.1:3129`) and the standing orders endpoint
+//! (`127.0.0.1:3130`, for a sandbox with an agent), each on a listener bound inside the sandbox's
 //! network namespace and served from this process, which dials out from the host's.
 //! `warden run` and the supervisor of an applied sandbox both host them through
 //! [`Services`]: one tokio runtime, the proxy's state and the router, their audit files
@@ -30,10 +31,12 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use warden_egress::{ProxyConfig, ProxyHandle, ProxyState};
+use warden_orders::{Endpoint, EndpointHandle};
 use warden_router::{JsonLines, KeySource, Router, RouterConfig, RouterHandle};
 use warden_wire::egress::EgressPolicy;
 use warden_wire::inference::InferencePolicy;
-use warden_wire::sandbox::{PROXY_ADDR, ROUTER_ADDR};
+use warden_wire::orders::OrdersPolicy;
+use warden_wire::sandbox::{ORDERS_ADDR, PROXY_ADDR, ROUTER_ADDR};
 
 /// The router's audit file in the sandbox's state directory, beside the proxy's.
 pub const ROUTER_AUDIT_FILE: &str = "inference.jsonl";
@@ -47,6 +50,8 @@ pub struct Setup {
     pub sandbox: String,
     pub egress: Option<EgressPolicy>,
     pub inference: Option<InferencePolicy>,
+    /// The standing orders, when the sandbox is served the orders endpoint.
+    pub orders: Option<OrdersPolicy>,
     /// `<state>/sandboxes/<name>`: approvals and both audit files.
     pub state_dir: PathBuf,
     /// Worker threads of the runtime.
@@ -92,6 +97,7 @@ impl Setup {
         Needs {
             proxy: self.egress.is_some(),
             router: self.inference.is_some(),
+            orders: self.orders.is_some(),
         }
     }
 }
@@ -100,11 +106,12 @@ impl Setup {
 pub struct Needs {
     pub proxy: bool,
     pub router: bool,
+    pub orders: bool,
 }
 
 impl Needs {
     pub fn any(&self) -> bool {
-        self.proxy || self.router
+        self.proxy || self.router || self.orders
     }
 }
 
@@ -136,6 +143,7 @@ impl std::fmt::Display for Error {
 pub struct Listeners {
     proxy: Option<TcpListener>,
     router: Option<TcpListener>,
+    orders: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -152,6 +160,7 @@ impl Listeners {
         Ok(Listeners {
             proxy: needs.proxy.then(|| bind(addr(PROXY_ADDR)?)).transpose()?,
             router: needs.router.then(|| bind(addr(ROUTER_ADDR)?)).transpose()?,
+            orders: needs.orders.then(|| bind(addr(ORDERS_ADDR)?)).transpose()?,
         })
     }
 }
@@ -161,6 +170,7 @@ impl Listeners {
 pub struct Serving {
     proxy: Option<ProxyHandle>,
     router: Option<RouterHandle>,
+    orders: Option<EndpointHandle>,
 }
 
 /// The proxy and the router of one sandbox, on one runtime.
@@ -172,6 +182,7 @@ pub struct Services {
     proxy: Option<Arc<ProxyState>>,
     router: Option<Arc<Router>>,
     router_audit: Option<Arc<JsonLines>>,
+    orders: Option<Arc<Endpoint>>,
 }
 
 /// The router's audit sink, shared so that it can be flushed at the end.
@@ -236,6 +247,7 @@ impl Services {
             sandbox,
             egress,
             inference,
+            orders,
             state_dir,
             workers,
             keys,
@@ -289,7 +301,11 @@ impl Services {
         if let Some(a) = &router_audit {
             a.flush();
         }
+        // The approvals queue of the sandbox's state directory, the proxy's too.
+        let orders =
+            orders.map(|policy| Arc::new(Endpoint::new(&sandbox, state_dir.clone(), policy)));
         Ok(Some(Services {
+            orders,
             sandbox,
             handle: rt.handle().clone(),
             rt: Mutex::new(Some(rt)),
@@ -304,6 +320,7 @@ impl Services {
         Needs {
             proxy: self.proxy.is_some(),
             router: self.router.is_some(),
+            orders: self.orders.is_some(),
         }
     }
 
@@ -326,13 +343,20 @@ impl Services {
                 )
             })?);
         }
+        if let (Some(l), Some(endpoint)) = (listeners.orders, &self.orders) {
+            serving.orders = Some(warden_orders::spawn(l, endpoint.clone()));
+        }
         Ok(serving)
     }
 
     /// Stop serving one container's listeners: open connections get `patience` to end.
     /// Call from a plain thread, not from the runtime.
     pub fn stop(&self, serving: Serving, patience: Duration) {
-        let Serving { proxy, router } = serving;
+        let Serving {
+            proxy,
+            router,
+            orders,
+        } = serving;
         self.handle.block_on(async {
             let proxy = async {
                 if let Some(h) = proxy {
@@ -344,17 +368,23 @@ impl Services {
                     let _ = tokio::time::timeout(patience, h.shutdown()).await;
                 }
             };
-            tokio::join!(proxy, router);
+            let orders = async {
+                if let Some(h) = orders {
+                    let _ = tokio::time::timeout(patience, h.shutdown()).await;
+                }
+            };
+            tokio::join!(proxy, router, orders);
         });
     }
 
     /// Take the policies of an edited file: each that changed is swapped in for the next
     /// connection or call; a sandbox started without one cannot gain it (nor lose it)
-    /// without a restart. Returns what was reloaded (`egress`, `inference`).
+    /// without a restart. Returns what was reloaded (`egress`, `inference`, `orders`).
     pub fn reload(
         &self,
         egress: Option<EgressPolicy>,
         inference: Option<InferencePolicy>,
+        orders: Option<OrdersPolicy>,
     ) -> Result<Vec<&'static str>, String> {
         let restart = |what: &str, verb: &str| {
             format!(
@@ -390,6 +420,12 @@ impl Services {
                 .reload(policy)
                 .map_err(|e| format!("cannot reload the egress policy: {e}"))?;
             done.push("egress");
+        }
+        if let (Some(endpoint), Some(policy)) = (&self.orders, orders)
+            && *endpoint.policy() != policy
+        {
+            endpoint.reload(policy);
+            done.push("orders");
         }
         Ok(done)
     }
@@ -541,6 +577,7 @@ mod tests {
             sandbox: "t".into(),
             egress: None,
             inference: Some(policy),
+            orders: None,
             state_dir: dir.path().join("state"),
             workers,
             keys: KeyStore::default(),

@@ -2,3 +2,4 @@ mod privacy;
 mod routing;
 mod streaming;
 mod support;
+mod translate;

@@ -472,30 +472,6 @@ async fn a_body_that_is_not_json_is_refused_in_the_callers_format() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_route_to_the_other_api_is_refused_until_translation_exists() {
-    let up = mock(|_| ok_message()).await;
-    let r = start(policy(
-        vec![provider(
-            "local",
-            Api::Openai,
-            &format!("{}/v1", up.url("http")),
-        )],
-        vec![route("*", "local")],
-        vec![],
-    ));
-    let (status, _, answer) = messages(r.addr(), "claude-x", "hi").await;
-    assert_eq!(status, 400);
-    let v: Value = serde_json::from_str(&answer).expect("json");
-    assert_eq!(v["error"]["type"], "invalid_request_error");
-    let msg = v["error"]["message"].as_str().expect("message");
-    assert!(
-        msg.contains("provider `local`, which speaks the OpenAI API"),
-        "{msg}"
-    );
-    assert!(up.seen().is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_are_listed_in_the_callers_shape() {
     let r = start(policy(
         vec![

@@ -1,5 +1,7 @@
 //! `warden approvals`, `approve ID`, `deny ID`: blocked destinations become rules in the
-//! file itself, so what runs never drifts from what is reviewed.
+//! file itself, so what runs never drifts from what is reviewed. An agent's tool call
+//! held by an `ask` order (asked through the orders endpoint) is approved for the next
+//! identical call of that sandbox, once; `--always` grants the order.
 
 use crate::Exit;
 use crate::commands::run::sandbox_state_dir;
@@ -27,6 +29,9 @@ fn pending(p: &Project) -> Vec<Approval> {
 
 /// Whether the file's policy for the record's sandbox allows its destination now.
 fn allowed_now(c: &warden_compile::Compiled, a: &Approval) -> bool {
+    if a.tool.is_some() {
+        return false;
+    }
     let Some(policy) = c
         .sandboxes
         .iter()
@@ -71,15 +76,11 @@ pub fn list(out: &Out, path: &Path) -> anyhow::Result<Exit> {
         "id", "sandbox", "destination", "count", "last seen"
     );
     for a in &all {
-        let dest = match &a.method {
-            Some(m) => format!("{m} {}:{}", a.host, a.port),
-            None => format!("{}:{}", a.host, a.port),
-        };
         println!(
             "{:<12}  {:<14}  {:<32}  {:>5}  {:<10}  {}",
             a.id,
             a.sandbox,
-            dest,
+            destination(a),
             a.count,
             date(a.last_seen),
             a.reason
@@ -203,6 +204,9 @@ pub fn approve_op(
             "no pending approval `{id}` (see `warden approvals`)"
         )));
     };
+    if a.tool.is_some() {
+        return approve_call(p, a, actor);
+    }
     let host = a.host.trim_start_matches('[').trim_end_matches(']');
     let reason = match &a.order {
         Some(order) => format!("approved {} under order `{order}` ({})", date(now()), a.id),
@@ -353,12 +357,58 @@ pub fn approve_op(
     })
 }
 
-/// `host:port`, after the method for plain HTTP.
+/// `host:port`, after the method for plain HTTP; the call for a tool call.
 fn destination(a: &Approval) -> String {
+    if let Some(t) = &a.tool {
+        return t.clone();
+    }
     match &a.method {
         Some(m) => format!("{m} {}:{}", a.host, a.port),
         None => format!("{}:{}", a.host, a.port),
     }
+}
+
+/// Approves a held tool call: the sandbox's next identical call goes through, once. The
+/// file does not change (`--always` grants the order, which does).
+fn approve_call(p: &Project, a: Approval, actor: &str) -> Result<Approved, OpError> {
+    let call = destination(&a);
+    warden_egress::mark_approved(&sandbox_state_dir(p, &a.sandbox), &a.id).map_err(|e| {
+        OpError::Internal(format!(
+            "cannot record the approval: {}",
+            project::io_msg(&e)
+        ))
+    })?;
+    if let Some(order) = &a.order {
+        crate::commands::orders::record(p, order, "approved", &call, Some(&a.sandbox), actor);
+    }
+    let mut warnings = Vec::new();
+    let tenant = p.model.sandbox(&a.sandbox).and_then(|s| s.tenant.clone());
+    let rule = format!("the next call `{call}` goes through, once");
+    if let Err(e) = crate::commands::audit::record(
+        &crate::commands::audit::AuditAt::of(p),
+        actor,
+        tenant.as_deref(),
+        Some(&a.sandbox),
+        warden_audit::Detail::ApprovalApproved {
+            approval: a.id.clone(),
+            destination: call.clone(),
+            rule: rule.clone(),
+            order: a.order.clone(),
+        },
+    ) {
+        warnings.push(format!(
+            "the approval was not recorded in the audit store: {e}"
+        ));
+    }
+    Ok(Approved {
+        id: a.id,
+        sandbox: a.sandbox,
+        rule,
+        file: String::new(),
+        reloaded: false,
+        order: a.order,
+        warnings,
+    })
 }
 
 pub fn approve(out: &Out, path: &Path, id: &str, always: bool) -> anyhow::Result<Exit> {
@@ -381,6 +431,8 @@ pub fn approve(out: &Out, path: &Path, id: &str, always: bool) -> anyhow::Result
     }
     if out.json {
         out.json(&serde_json::json!({"id": a.id, "sandbox": a.sandbox, "rule": a.rule, "file": a.file, "reloaded": a.reloaded}));
+    } else if a.file.is_empty() {
+        eprintln!("approved for sandbox `{}`: {}", a.sandbox, a.rule);
     } else {
         eprintln!(
             "added to sandbox `{}` in `{}`: {}",
@@ -449,7 +501,7 @@ pub fn deny_op(p: &Project, id: &str, scope: Option<&str>, actor: &str) -> Resul
         ));
     }
     Ok(Denied {
-        destination: format!("{}:{}", a.host, a.port),
+        destination: destination(&a),
         id: a.id,
         sandbox: a.sandbox,
         denied: true,

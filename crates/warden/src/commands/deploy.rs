@@ -276,6 +276,7 @@ impl Engine<'_> {
             tenant: d.tenant.clone(),
             secret_env: d.compiled.plan.secret_env.clone(),
             state_dir: self.paths.state_dir.clone(),
+            orders_endpoint: d.compiled.plan.orders_endpoint,
         }
     }
 

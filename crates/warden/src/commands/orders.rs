@@ -296,6 +296,19 @@ pub fn set_op(
     if let Some(o) = &order.override_ {
         fallback.push_str(&format!(" override={}", q(o)));
     }
+    if let Some(n) = order.earn_after {
+        fallback.push_str(&format!(" earn-after={n}"));
+    }
+    // The order as the layout declares it, tool rules included: the file's copy
+    // replaces the layout's.
+    match order.tools.as_slice() {
+        [] => {}
+        [one] => fallback.push_str(&format!(" tool={}", q(one))),
+        many => {
+            let rules: Vec<String> = many.iter().map(|t| q(t)).collect();
+            fallback.push_str(&format!(" {{ tool {}; }}", rules.join(" ")));
+        }
+    }
     let edited =
         warden_lang::edit::set_order_autonomy(&src.text, name, autonomy.as_str(), &fallback)
             .map_err(|e| OpError::Refused {
@@ -340,13 +353,14 @@ pub fn set_op(
             "the decision was not recorded in the audit store: {e}"
         ));
     }
-    // Applied sandboxes whose egress follows this order take the change now.
+    // Applied sandboxes whose egress follows this order, or whose agent asks the orders
+    // endpoint, take the change now.
     let mut reloaded = Vec::new();
     for s in &p.model.sandboxes {
-        let uses = s
-            .egress
-            .as_ref()
-            .is_some_and(|e| e.rules.iter().any(|r| r.order.as_deref() == Some(name)));
+        let uses = !s.agents.is_empty()
+            || s.egress
+                .as_ref()
+                .is_some_and(|e| e.rules.iter().any(|r| r.order.as_deref() == Some(name)));
         if uses && let Ok(true) = crate::commands::deploy::reload_applied(path, &s.name) {
             reloaded.push(s.name.clone());
         }

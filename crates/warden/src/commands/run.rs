@@ -203,6 +203,7 @@ pub fn run(
             sandbox: s.name.clone(),
             egress: s.plan.egress.clone(),
             inference: s.plan.inference.clone(),
+            orders: s.plan.orders_endpoint.then(|| s.plan.orders.clone()),
             state_dir: sandbox_state_dir(&p, &s.name),
             workers: 2,
             keys: services::KeyStore {
@@ -483,7 +484,11 @@ fn spawn_watcher(
             else {
                 continue;
             };
-            match services.reload(plan.egress.clone(), plan.inference.clone()) {
+            match services.reload(
+                plan.egress.clone(),
+                plan.inference.clone(),
+                Some(plan.orders.clone()),
+            ) {
                 Ok(done) => {
                     for what in done {
                         eprintln!(

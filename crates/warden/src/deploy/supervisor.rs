@@ -70,6 +70,9 @@ pub struct Launch {
     /// The state directory (the secret store lives under it).
     #[serde(default)]
     pub state_dir: PathBuf,
+    /// Serve the standing orders endpoint (the sandbox runs an agent).
+    #[serde(default)]
+    pub orders_endpoint: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -196,6 +199,9 @@ fn supervise(launch_path: &Path, ready: &mut Option<File>) -> Result<(), String>
         sandbox: launch.name.clone(),
         egress: launch.policies.egress.clone(),
         inference: launch.policies.inference.clone(),
+        orders: launch
+            .orders_endpoint
+            .then(|| launch.policies.orders.clone()),
         state_dir: launch.sandbox_state.clone(),
         workers: 1,
         keys: services::KeyStore {
@@ -541,18 +547,21 @@ fn serve_control(listener: UnixListener, shared: Arc<Shared>) {
 
 fn reload(shared: &Shared, policies: Policies) -> Response {
     let Policies {
-        egress, inference, ..
+        egress,
+        inference,
+        orders,
     } = policies;
     let result = match &shared.services {
-        Some(svc) => svc.reload(egress, inference).map(|_| ()),
+        Some(svc) => svc.reload(egress, inference, Some(orders)).map(|_| ()),
         None if egress.is_none() && inference.is_none() => Ok(()),
         None => Err(format!(
             "sandbox `{}` was started without network or inference; replace it to add them",
             shared.launch.name
         )),
     };
-    // Orders have no enforcing component in the supervisor yet: the new policies are
-    // recorded (launch file) so the next start uses them.
+    // The orders endpoint (a sandbox with an agent) takes the new orders at once; the
+    // egress rules that follow an order were compiled with its autonomy and came in
+    // `egress`. The rendered table changes at the next start.
     match result {
         Ok(()) => Response::Ok,
         Err(message) => Response::Error { message },

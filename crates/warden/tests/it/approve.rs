@@ -43,7 +43,7 @@ fn pending(env: &Env, file: &Path) -> Vec<serde_json::Value> {
 }
 
 /// Lines of `after` that are not in `before`, and lines of `before` gone from `after`.
-fn diff(before: &str, after: &str) -> (Vec<String>, Vec<String>) {
+pub(super) fn diff(before: &str, after: &str) -> (Vec<String>, Vec<String>) {
     let added = after
         .lines()
         .filter(|l| !before.lines().any(|o| o == *l))

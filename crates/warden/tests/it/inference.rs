@@ -36,8 +36,21 @@ impl Seen {
     }
 }
 
-/// A mock provider answering every API call with `text` (split in two deltas when
-/// streamed).
+/// What a mock answers one request with.
+pub enum Answer {
+    /// 200 with a JSON body.
+    Json(String),
+    /// 200 with server-sent events (`(name, data)`, no `event:` line when the name is
+    /// empty), each in a chunk of its own.
+    Sse(Vec<(String, String)>),
+    /// Another status with a JSON body.
+    Status(u16, String),
+}
+
+type Script = Arc<dyn Fn(&Seen) -> Answer + Send + Sync>;
+
+/// A mock provider: by default answering every API call with `text` (split in two
+/// deltas when streamed), or as a test's script says.
 pub struct Mock {
     pub port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -49,19 +62,24 @@ impl Mock {
     }
 
     pub fn plain(text: &'static str) -> Mock {
-        Mock::start(text, None, Pace::Quick)
+        Mock::start(fixed(text), None, Pace::Quick)
     }
 
     pub fn tls(text: &'static str, ca: &TestCa) -> Mock {
-        Mock::start(text, Some(ca.server_config()), Pace::Quick)
+        Mock::start(fixed(text), Some(ca.server_config()), Pace::Quick)
     }
 
     /// A plain mock whose streamed answers trickle: one event every `gap`.
     pub fn slow(text: &'static str, gap: Duration) -> Mock {
-        Mock::start(text, None, Pace::Slow(gap))
+        Mock::start(fixed(text), None, Pace::Slow(gap))
     }
 
-    fn start(text: &'static str, tls: Option<Arc<rustls::ServerConfig>>, pace: Pace) -> Mock {
+    /// A plain mock answering each request as `script` says.
+    pub fn scripted(script: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Mock {
+        Mock::start(Arc::new(script), None, Pace::Quick)
+    }
+
+    fn start(script: Script, tls: Option<Arc<rustls::ServerConfig>>, pace: Pace) -> Mock {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind mock");
         let port = l.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -69,7 +87,7 @@ impl Mock {
         std::thread::spawn(move || {
             for c in l.incoming() {
                 let Ok(c) = c else { continue };
-                let (log, tls) = (log.clone(), tls.clone());
+                let (log, tls, script) = (log.clone(), tls.clone(), script.clone());
                 std::thread::spawn(move || {
                     let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
                     let _ = c.set_nodelay(true);
@@ -78,9 +96,9 @@ impl Mock {
                             let Ok(conn) = rustls::ServerConnection::new(cfg) else {
                                 return;
                             };
-                            serve(rustls::StreamOwned::new(conn, c), text, pace, &log);
+                            serve(rustls::StreamOwned::new(conn, c), &*script, pace, &log);
                         }
-                        None => serve(c, text, pace, &log),
+                        None => serve(c, &*script, pace, &log),
                     }
                 });
             }
@@ -90,48 +108,71 @@ impl Mock {
 }
 
 #[derive(Clone, Copy)]
-enum Pace {
+pub enum Pace {
     Quick,
     Slow(Duration),
 }
 
-fn serve<S: Read + Write>(mut s: S, text: &str, pace: Pace, log: &Mutex<Vec<Seen>>) {
-    let mut buf = Vec::new();
-    while let Some(seen) = read_request(&mut s, &mut buf) {
-        log.lock().unwrap().push(seen.clone());
-        let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap_or_default();
-        let model = body["model"].as_str().unwrap_or("model").to_string();
-        let stream = body["stream"].as_bool() == Some(true);
+/// The request's `model` and whether it asks for a stream.
+pub fn model_and_stream(seen: &Seen) -> (String, bool) {
+    let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap_or_default();
+    let model = body["model"].as_str().unwrap_or("model").to_string();
+    (model, body["stream"].as_bool() == Some(true))
+}
+
+/// Every API answered with `text`, in the API the path names.
+fn fixed(text: &'static str) -> Script {
+    Arc::new(move |seen: &Seen| {
+        let (model, stream) = model_and_stream(seen);
         let path = seen.line.split(' ').nth(1).unwrap_or("").to_string();
         let path = path.split('?').next().unwrap_or("").to_string();
-        let ok = if path.ends_with("/messages/count_tokens") {
-            json(&mut s, r#"{"input_tokens":12}"#)
+        if path.ends_with("/messages/count_tokens") {
+            Answer::Json(r#"{"input_tokens":12}"#.into())
         } else if path.ends_with("/messages") {
             if stream {
-                sse(&mut s, &anthropic_events(&model, text), pace)
+                Answer::Sse(anthropic_events(&model, text))
             } else {
-                json(&mut s, &anthropic_message(&model, text))
+                Answer::Json(anthropic_message(&model, text))
             }
         } else if path.ends_with("/chat/completions") {
             if stream {
-                sse(&mut s, &chat_events(&model, text), pace)
+                Answer::Sse(chat_events(&model, text))
             } else {
-                json(&mut s, &chat_completion(&model, text))
+                Answer::Json(chat_completion(&model, text))
             }
         } else if path.ends_with("/responses") {
             if stream {
-                sse(&mut s, &responses_events(&model, text), pace)
+                Answer::Sse(responses_events(&model, text))
             } else {
-                json(&mut s, &response(&model, text, "completed").to_string())
+                Answer::Json(response(&model, text, "completed").to_string())
             }
         } else {
-            let b = r#"{"error":{"type":"not_found","message":"not here"}}"#;
-            write!(
+            Answer::Status(
+                404,
+                r#"{"error":{"type":"not_found","message":"not here"}}"#.into(),
+            )
+        }
+    })
+}
+
+fn serve<S: Read + Write>(
+    mut s: S,
+    script: &(dyn Fn(&Seen) -> Answer + Send + Sync),
+    pace: Pace,
+    log: &Mutex<Vec<Seen>>,
+) {
+    let mut buf = Vec::new();
+    while let Some(seen) = read_request(&mut s, &mut buf) {
+        log.lock().unwrap().push(seen.clone());
+        let ok = match script(&seen) {
+            Answer::Json(b) => json(&mut s, &b),
+            Answer::Sse(events) => sse(&mut s, &events, pace),
+            Answer::Status(status, b) => write!(
                 s,
-                "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
+                "HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
                 b.len()
             )
-            .is_ok()
+            .is_ok(),
         };
         if !ok || s.flush().is_err() {
             return;
@@ -139,7 +180,7 @@ fn serve<S: Read + Write>(mut s: S, text: &str, pace: Pace, log: &Mutex<Vec<Seen
     }
 }
 
-fn read_request<S: Read>(s: &mut S, buf: &mut Vec<u8>) -> Option<Seen> {
+pub fn read_request<S: Read>(s: &mut S, buf: &mut Vec<u8>) -> Option<Seen> {
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i;
@@ -180,7 +221,7 @@ fn read_request<S: Read>(s: &mut S, buf: &mut Vec<u8>) -> Option<Seen> {
     })
 }
 
-fn json<S: Write>(s: &mut S, body: &str) -> bool {
+pub fn json<S: Write>(s: &mut S, body: &str) -> bool {
     write!(
         s,
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -190,7 +231,7 @@ fn json<S: Write>(s: &mut S, body: &str) -> bool {
 }
 
 /// Server-sent events, each as one chunk of a chunked answer.
-fn sse<S: Write>(s: &mut S, events: &[(String, String)], pace: Pace) -> bool {
+pub fn sse<S: Write>(s: &mut S, events: &[(String, String)], pace: Pace) -> bool {
     let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
     if s.write_all(head.as_bytes()).is_err() {
         return false;
@@ -269,7 +310,7 @@ fn anthropic_events(model: &str, text: &str) -> Vec<(String, String)> {
     ]
 }
 
-fn chat_completion(model: &str, text: &str) -> String {
+pub(super) fn chat_completion(model: &str, text: &str) -> String {
     serde_json::json!({
         "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -279,7 +320,7 @@ fn chat_completion(model: &str, text: &str) -> String {
     .to_string()
 }
 
-fn chat_events(model: &str, text: &str) -> Vec<(String, String)> {
+pub(super) fn chat_events(model: &str, text: &str) -> Vec<(String, String)> {
     let (a, b) = halves(text);
     let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
         (
@@ -438,7 +479,7 @@ impl TestCa {
 }
 
 /// A key no file and no image holds: only warden's environment.
-fn real_key(kind: &str) -> String {
+pub(super) fn real_key(kind: &str) -> String {
     let mut b = [0u8; 12];
     std::fs::File::open("/dev/urandom")
         .unwrap()
@@ -448,7 +489,7 @@ fn real_key(kind: &str) -> String {
     format!("sk-{kind}-real-{hex}")
 }
 
-const PLACEHOLDER: &str = "sk-warden-placeholder-the-router-adds-the-real-key";
+pub(super) const PLACEHOLDER: &str = "sk-warden-placeholder-the-router-adds-the-real-key";
 
 /// Every regular file below `dir` that holds `needle`.
 fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
@@ -494,7 +535,7 @@ fn bundles_of(sandbox: &str) -> Vec<PathBuf> {
 
 /// The key is nowhere the sandbox can read or warden wrote: not in any bundle of the
 /// sandbox, not in its state directory (audit logs), not in the environ dump.
-fn assert_key_kept_out(env: &Env, sandbox: &str, key: &str, dump: &str) {
+pub(super) fn assert_key_kept_out(env: &Env, sandbox: &str, key: &str, dump: &str) {
     assert!(!dump.contains(key), "the sandbox saw the real key");
     let bundles = bundles_of(sandbox);
     assert!(!bundles.is_empty(), "no bundle of `{sandbox}` found");
@@ -512,7 +553,7 @@ fn assert_key_kept_out(env: &Env, sandbox: &str, key: &str, dump: &str) {
 
 /// The official `anthropic` and `openai` Python packages, installed once for the test
 /// suite with the host's pip.
-fn python_sdks() -> PathBuf {
+pub(super) fn python_sdks() -> PathBuf {
     static ONCE: Mutex<()> = Mutex::new(());
     let _g = ONCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-cache/python-sdks");
@@ -541,7 +582,7 @@ fn python_sdks() -> PathBuf {
 }
 
 /// Debian's Python 3.11 (what `with-libs "/usr/lib/python3.11"` copies the library of).
-fn assert_debian_python() {
+pub(super) fn assert_debian_python() {
     let out = Command::new("/usr/bin/python3")
         .args(["-c", "import sys; print(sys.version_info[:2])"])
         .output()
@@ -603,7 +644,7 @@ print("environs read:", read)
 /// Python itself does.
 const PY_EXT_LIBS: &str = "\"/lib/x86_64-linux-gnu/librt.so.1\" \"/lib/x86_64-linux-gnu/libgcc_s.so.1\" \"/lib/x86_64-linux-gnu/libpthread.so.0\" \"/lib/x86_64-linux-gnu/libdl.so.2\"";
 
-fn python_image(sdks: &Path, client: &Path) -> String {
+pub(super) fn python_image(sdks: &Path, client: &Path) -> String {
     format!(
         "image \"py\" {{\n    from-host \"/usr/bin/python3\"\n    with-libs \"/usr/lib/python3.11\" {PY_EXT_LIBS}\n    copy {:?} to=\"/opt/sdk\"\n    copy {:?} to=\"/opt/client.py\"\n    env \"PYTHONPATH\" \"/opt/sdk\"\n    env \"PYTHONDONTWRITEBYTECODE\" \"1\"\n}}\n",
         sdks.display().to_string(),
@@ -1124,7 +1165,7 @@ fn an_applied_sandbox_calls_through_its_router_and_a_route_edit_is_a_reload() {
 
 /// Claude Code's native binary from npm (`@anthropic-ai/claude-code`, whose package for
 /// this platform carries it), installed once for the test suite.
-fn claude_code() -> PathBuf {
+pub(super) fn claude_code() -> PathBuf {
     static ONCE: Mutex<()> = Mutex::new(());
     let _g = ONCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-cache/claude-code");
@@ -1149,15 +1190,32 @@ fn claude_code() -> PathBuf {
 /// A sandbox running Claude Code as the file asks (`agent "claude-code"`), with busybox
 /// for the shell around it.
 fn claude_file(claude: &Path, mock: &Mock, script: &str) -> String {
+    claude_file_with(
+        claude,
+        &format!(
+            "provider \"anthropic\" api=\"anthropic\" endpoint=\"http://127.0.0.1:{}\" key-env=\"WARDEN_TEST_ANTHROPIC_KEY\"\n",
+            mock.port
+        ),
+        "        route \"*\" to=\"anthropic\"\n",
+        script,
+    )
+}
+
+/// The same with the file's `provider` nodes and the `inference` block's children given.
+pub(super) fn claude_file_with(
+    claude: &Path,
+    providers: &str,
+    inference: &str,
+    script: &str,
+) -> String {
     format!(
-        "image \"claude\" {{\n    from-host {:?} \"/bin/busybox\"\n    env \"PATH\" \"/usr/bin:/bin\"\n}}\n\nprovider \"anthropic\" api=\"anthropic\" endpoint=\"http://127.0.0.1:{}\" key-env=\"WARDEN_TEST_ANTHROPIC_KEY\"\n\nsandbox \"claude\" {{\n    image \"claude\"\n    command \"/bin/busybox\" \"sh\" \"-c\" {script:?}\n    workdir \"/sandbox\"\n    filesystem {{\n        read-write \"/home/agent\" \"/tmp\" \"/sandbox\"\n    }}\n    limits memory=\"2GiB\" pids=512 cpus=2 open-files=4096\n    init grace=\"2s\"\n    agent \"claude-code\"\n    inference {{\n        route \"*\" to=\"anthropic\"\n    }}\n}}\n",
+        "image \"claude\" {{\n    from-host {:?} \"/bin/busybox\"\n    env \"PATH\" \"/usr/bin:/bin\"\n}}\n\n{providers}\nsandbox \"claude\" {{\n    image \"claude\"\n    command \"/bin/busybox\" \"sh\" \"-c\" {script:?}\n    workdir \"/sandbox\"\n    filesystem {{\n        read-write \"/home/agent\" \"/tmp\" \"/sandbox\"\n    }}\n    limits memory=\"2GiB\" pids=512 cpus=2 open-files=4096\n    init grace=\"2s\"\n    agent \"claude-code\"\n    inference {{\n{inference}    }}\n}}\n",
         claude.display().to_string(),
-        mock.port
     )
 }
 
 /// Prints every variable of every process the sandbox's user can read, one per line.
-const DUMP_ENVIRON: &str = "for f in /proc/[0-9]*/environ; do busybox tr '\\000' '\\n' < $f | busybox sed \"s|^|environ $f: |\"; done";
+pub(super) const DUMP_ENVIRON: &str = "for f in /proc/[0-9]*/environ; do busybox tr '\\000' '\\n' < $f | busybox sed \"s|^|environ $f: |\"; done";
 
 #[test]
 fn claude_code_answers_headless_through_the_router() {
@@ -1390,7 +1448,7 @@ fn claude_code_answers_a_typed_prompt_at_a_terminal() {
 
 /// Codex's static binary from npm (`@openai/codex`, whose package for this platform
 /// carries it), installed once for the test suite.
-fn codex() -> PathBuf {
+pub(super) fn codex() -> PathBuf {
     static ONCE: Mutex<()> = Mutex::new(());
     let _g = ONCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-cache/codex");

@@ -12,6 +12,16 @@ fn check_every_example_and_layout() {
             }
             let (code, _, err) = run(warden().arg("check").arg(&p));
             assert_eq!(code, 0, "{}: {err}", p.display());
+            // An example is a promise: its inline tests pass as shipped.
+            let (code, out, err) = run(warden().arg("test").arg(&p));
+            assert_eq!(code, 0, "{}: {out}{err}", p.display());
+            assert!(
+                out.lines()
+                    .chain(err.lines())
+                    .any(|l| l.ends_with(" passed, 0 failed")),
+                "{}: {out}{err}",
+                p.display()
+            );
         }
     }
 }

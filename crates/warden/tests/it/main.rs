@@ -9,10 +9,12 @@ mod inference;
 mod lang;
 mod limits;
 mod mounts;
+mod orders;
 mod runtime;
 mod secret;
 mod serve;
 mod tenants;
+mod translate;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
