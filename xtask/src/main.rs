@@ -6,6 +6,8 @@ mod bench_image;
 mod bench_inference;
 mod bench_lang;
 mod bench_run;
+mod bench_serve;
+mod postgres;
 mod test;
 mod third_party;
 
@@ -36,16 +38,20 @@ fn main() -> anyhow::Result<()> {
             if matches!(which, "all" | "inference") {
                 bench_inference::run(rest)?;
             }
+            if matches!(which, "all" | "serve") {
+                bench_serve::run(rest)?;
+            }
             Ok(())
         }
         "test" => test::run(rest),
+        "postgres" => postgres::run(rest),
         "third-party" => third_party::verify(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
             &std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
         ),
         _ => {
             println!(
-                "usage: cargo xtask test | cargo xtask third-party | cargo xtask bench [all|lang|image|run|egress|apply|inference]"
+                "usage: cargo xtask test | cargo xtask third-party | cargo xtask postgres start|stop | cargo xtask bench [all|lang|image|run|egress|apply|inference|serve]"
             );
             Ok(())
         }

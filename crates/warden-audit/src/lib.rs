@@ -11,6 +11,7 @@
 mod error;
 mod event;
 mod import;
+mod pg;
 mod store;
 
 pub use error::AuditError;

@@ -4,7 +4,8 @@
 //! Appending a batch: take the spool's `flock`, append the batch as JSON lines and
 //! `fdatasync` (from here the events survive a SIGKILL), insert every line the spool
 //! holds into SQLite in one transaction (`INSERT OR IGNORE` by id, so a line left by a
-//! writer killed after its insert is not counted twice), truncate the spool, release the
+//! writer killed after its insert is not counted twice), truncate the spool (unsynced:
+//! lines it brings back after a power cut are inserted again as no-ops), release the
 //! lock. Opening the store does the same with whatever a killed writer left.
 
 use crate::error::AuditError;
@@ -39,79 +40,52 @@ pub struct Filter {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    db: Connection,
+    db: Db,
     crash_after: Option<u64>,
     spooled: u64,
 }
 
+/// Where the events are kept once spooled.
+#[derive(Debug)]
+enum Db {
+    Sqlite(Connection),
+    Postgres(Box<crate::pg::Pg>),
+}
+
 impl Store {
-    /// Opens (making it if needed, 0700) `<state>/audit/` and recovers the spool.
+    /// Opens (making it if needed, 0700) `<state>/audit/` with its SQLite database and
+    /// recovers the spool.
     pub fn open(state_dir: &Path) -> Result<Store, AuditError> {
-        let dir = state_dir.join("audit");
-        let io = |op, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| AuditError::Io { op, path, source }
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io("create", &dir))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io("set the mode of", &dir))?;
-        let db_path = dir.join(DB_FILE);
-        // Made root's only before SQLite opens it; SQLite gives its WAL and shared
-        // memory files the database's mode.
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&db_path)
-            .map_err(io("create", &db_path))?;
-        let db = Connection::open(&db_path).map_err(AuditError::db(&db_path))?;
-        db.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(AuditError::db(&db_path))?;
-        db.pragma_update(None, "journal_mode", "WAL")
-            .map_err(AuditError::db(&db_path))?;
-        // With WAL, NORMAL syncs at checkpoints only; the spool is what makes an event
-        // durable, so a power loss can cost the database its last commits but never an
-        // event (the spool is truncated only after a commit, and recovered on open).
-        db.pragma_update(None, "synchronous", "FULL")
-            .map_err(AuditError::db(&db_path))?;
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS events (
-                 id TEXT PRIMARY KEY,
-                 version INTEGER NOT NULL,
-                 at_ms INTEGER NOT NULL,
-                 tenant TEXT,
-                 sandbox TEXT,
-                 actor TEXT NOT NULL,
-                 kind TEXT NOT NULL,
-                 detail TEXT NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS events_at ON events (at_ms);
-             CREATE INDEX IF NOT EXISTS events_tenant_at ON events (tenant, at_ms);
-             CREATE TABLE IF NOT EXISTS imports (
-                 file TEXT PRIMARY KEY,
-                 inode INTEGER NOT NULL,
-                 offset INTEGER NOT NULL
-             );
-             INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', 1);",
-        )
-        .map_err(AuditError::db(&db_path))?;
-        let schema: i64 = db
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
-                r.get(0)
-            })
-            .map_err(AuditError::db(&db_path))?;
-        if schema != SCHEMA {
-            return Err(AuditError::Schema {
-                path: db_path,
-                found: schema,
-                expected: SCHEMA,
-            });
+        let dir = audit_dir(state_dir)?;
+        let db = open_sqlite(&dir)?;
+        Store::recover(dir, Db::Sqlite(db))
+    }
+
+    /// Opens the store in the PostgreSQL database at `url` (tables made on first use),
+    /// with its spool under `<state>/audit/`, and recovers the spool.
+    pub fn open_postgres(state_dir: &Path, url: &str) -> Result<Store, AuditError> {
+        let dir = audit_dir(state_dir)?;
+        let pg = crate::pg::Pg::connect(url)?;
+        Store::recover(dir, Db::Postgres(Box::new(pg)))
+    }
+
+    /// [`Store::open_postgres`] when the file names a URL, else [`Store::open`].
+    pub fn open_at(state_dir: &Path, postgres: Option<&str>) -> Result<Store, AuditError> {
+        match postgres {
+            Some(url) => Store::open_postgres(state_dir, url),
+            None => Store::open(state_dir),
         }
+    }
+
+    /// Which database: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    fn recover(dir: PathBuf, db: Db) -> Result<Store, AuditError> {
         let crash_after = std::env::var(CRASH_ENV).ok().and_then(|v| v.parse().ok());
         let mut store = Store {
             dir,
@@ -172,18 +146,26 @@ impl Store {
         if text.is_empty() {
             return Ok(());
         }
-        let db_path = self.dir.join(DB_FILE);
-        let tx = self.db.transaction().map_err(AuditError::db(&db_path))?;
-        for line in text.split(|&b| b == b'\n') {
-            // Lines of another version are kept as they are: the reader decides.
-            let Ok(e) = serde_json::from_slice::<Event>(line) else {
-                continue;
-            };
-            insert(&tx, &e).map_err(AuditError::db(&db_path))?;
+        // Lines that do not read as an event (a torn last line) are dropped.
+        let events: Vec<Event> = text
+            .split(|&b| b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<Event>(line).ok())
+            .collect();
+        match &mut self.db {
+            Db::Sqlite(db) => {
+                let db_path = self.dir.join(DB_FILE);
+                let tx = db.transaction().map_err(AuditError::db(&db_path))?;
+                for e in &events {
+                    insert(&tx, e).map_err(AuditError::db(&db_path))?;
+                }
+                tx.commit().map_err(AuditError::db(&db_path))?;
+            }
+            Db::Postgres(pg) => pg.insert(&events, None)?,
         }
-        tx.commit().map_err(AuditError::db(&db_path))?;
+        // Not synced: a truncation lost to a power cut brings back lines the database
+        // already holds, which the next open inserts again as no-ops (`OR IGNORE` by
+        // id). One fsync fewer per append.
         spool.file.set_len(0).map_err(io("truncate"))?;
-        spool.file.sync_data().map_err(io("sync"))?;
         Ok(())
     }
 
@@ -218,6 +200,10 @@ impl Store {
 
     /// The events `filter` selects, oldest first.
     pub fn query(&self, filter: &Filter) -> Result<Vec<Event>, AuditError> {
+        let db = match &self.db {
+            Db::Sqlite(db) => db,
+            Db::Postgres(pg) => return pg.query(filter),
+        };
         let db_path = self.dir.join(DB_FILE);
         let mut sql = String::from(
             "SELECT id, version, at_ms, tenant, sandbox, actor, detail FROM events WHERE 1 = 1",
@@ -243,7 +229,7 @@ impl Store {
         if let Some(limit) = filter.limit {
             sql.push_str(&format!(" LIMIT {}", limit.min(i64::MAX as usize)));
         }
-        let mut stmt = self.db.prepare(&sql).map_err(AuditError::db(&db_path))?;
+        let mut stmt = db.prepare(&sql).map_err(AuditError::db(&db_path))?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(args), |r| {
                 Ok((
@@ -289,15 +275,18 @@ impl Store {
 
     /// Where the import of `file` stopped: `(inode, offset)`.
     pub(crate) fn cursor(&self, file: &str) -> Result<Option<(u64, u64)>, AuditError> {
+        let db = match &self.db {
+            Db::Sqlite(db) => db,
+            Db::Postgres(pg) => return pg.cursor(file),
+        };
         let db_path = self.dir.join(DB_FILE);
-        self.db
-            .query_row(
-                "SELECT inode, offset FROM imports WHERE file = ?1",
-                params![file],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-            )
-            .optional()
-            .map_err(AuditError::db(&db_path))
+        db.query_row(
+            "SELECT inode, offset FROM imports WHERE file = ?1",
+            params![file],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )
+        .optional()
+        .map_err(AuditError::db(&db_path))
     }
 
     /// Appends imported events and moves the file's cursor, both in one transaction
@@ -308,8 +297,12 @@ impl Store {
         cursor: (u64, u64),
         events: &[Event],
     ) -> Result<(), AuditError> {
+        let db = match &mut self.db {
+            Db::Sqlite(db) => db,
+            Db::Postgres(pg) => return pg.insert(events, Some((file, cursor))),
+        };
         let db_path = self.dir.join(DB_FILE);
-        let tx = self.db.transaction().map_err(AuditError::db(&db_path))?;
+        let tx = db.transaction().map_err(AuditError::db(&db_path))?;
         for e in events {
             insert(&tx, e).map_err(AuditError::db(&db_path))?;
         }
@@ -323,22 +316,100 @@ impl Store {
     }
 }
 
+fn audit_dir(state_dir: &Path) -> Result<PathBuf, AuditError> {
+    let dir = state_dir.join("audit");
+    let io = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AuditError::Io { op, path, source }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io("create", &dir))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io("set the mode of", &dir))?;
+    Ok(dir)
+}
+
+fn open_sqlite(dir: &Path) -> Result<Connection, AuditError> {
+    let io = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AuditError::Io { op, path, source }
+    };
+    let db_path = dir.join(DB_FILE);
+    // Made root's only before SQLite opens it; SQLite gives its WAL and shared
+    // memory files the database's mode.
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&db_path)
+        .map_err(io("create", &db_path))?;
+    let db = Connection::open(&db_path).map_err(AuditError::db(&db_path))?;
+    db.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(AuditError::db(&db_path))?;
+    db.pragma_update(None, "journal_mode", "WAL")
+        .map_err(AuditError::db(&db_path))?;
+    // With WAL, NORMAL syncs at checkpoints only; the spool is what makes an event
+    // durable, so a power loss can cost the database its last commits but never an
+    // event (the spool is truncated only after a commit, and recovered on open).
+    db.pragma_update(None, "synchronous", "FULL")
+        .map_err(AuditError::db(&db_path))?;
+    db.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS events (
+                 id TEXT PRIMARY KEY,
+                 version INTEGER NOT NULL,
+                 at_ms INTEGER NOT NULL,
+                 tenant TEXT,
+                 sandbox TEXT,
+                 actor TEXT NOT NULL,
+                 kind TEXT NOT NULL,
+                 detail TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS events_at ON events (at_ms);
+             CREATE INDEX IF NOT EXISTS events_tenant_at ON events (tenant, at_ms);
+             CREATE TABLE IF NOT EXISTS imports (
+                 file TEXT PRIMARY KEY,
+                 inode INTEGER NOT NULL,
+                 offset INTEGER NOT NULL
+             );
+             INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', 1);",
+    )
+    .map_err(AuditError::db(&db_path))?;
+    let schema: i64 = db
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .map_err(AuditError::db(&db_path))?;
+    if schema != SCHEMA {
+        return Err(AuditError::Schema {
+            path: db_path,
+            found: schema,
+            expected: SCHEMA,
+        });
+    }
+    Ok(db)
+}
+
 fn insert(tx: &rusqlite::Transaction<'_>, e: &Event) -> rusqlite::Result<usize> {
     let detail = serde_json::to_string(&e.detail).unwrap_or_default();
-    tx.execute(
+    // Prepared once per connection, not once per event.
+    tx.prepare_cached(
         "INSERT OR IGNORE INTO events (id, version, at_ms, tenant, sandbox, actor, kind, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            e.id,
-            e.version,
-            e.at_ms.min(i64::MAX as u64) as i64,
-            e.tenant,
-            e.sandbox,
-            e.actor,
-            e.detail.kind(),
-            detail
-        ],
-    )
+    )?
+    .execute(params![
+        e.id,
+        e.version,
+        e.at_ms.min(i64::MAX as u64) as i64,
+        e.tenant,
+        e.sandbox,
+        e.actor,
+        e.detail.kind(),
+        detail
+    ])
 }
 
 /// The spool, `flock`ed until dropped (the lock goes with the descriptor).

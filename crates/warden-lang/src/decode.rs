@@ -19,6 +19,7 @@ const TOP: &[&str] = &[
     "tenant",
     "standing-orders",
     "auth",
+    "audit",
 ];
 const SANDBOX: &[&str] = &[
     "image",
@@ -101,6 +102,8 @@ struct Merged<'a> {
     orders_render: Vec<N<'a>>,
     /// The last file's `auth` node, with that file's directory.
     auth: Option<(N<'a>, String)>,
+    /// The last file's `audit` node.
+    audit: Option<N<'a>>,
 }
 
 pub(crate) fn decode(
@@ -180,6 +183,9 @@ pub(crate) fn decode(
     }
     if let Some((n, base)) = &merged.auth {
         model.auth = auth(cx, n, base);
+    }
+    if let Some(n) = &merged.audit {
+        model.audit = audit(cx, n);
     }
     for n in &merged.tenants {
         if let Some(t) = tenant(cx, n) {
@@ -332,6 +338,24 @@ fn merge<'a>(files: &'a [(FileCx, KdlDocument, String)], cx: &mut Cx) -> Merged<
                         continue;
                     }
                     m.auth = Some((n, base.clone()));
+                }
+                "audit" => {
+                    if let Some(prev) = &m.audit
+                        && std::ptr::eq(prev.file, n.file)
+                    {
+                        let (line, _) = fcx.file.line_col(prev.name_span().offset());
+                        cx.push(
+                            n.diag(
+                                "warden::syntax::duplicate",
+                                n.name_span(),
+                                "`audit` is declared twice",
+                                "declared again here",
+                            )
+                            .help(format!("the first declaration is on line {line}")),
+                        );
+                        continue;
+                    }
+                    m.audit = Some(n);
                 }
                 "standing-orders" => {
                     n.check_props(cx, &[]);
@@ -2398,6 +2422,35 @@ fn inference_limits(cx: &mut Cx, n: &N<'_>, l: &mut InferenceLimits) {
 }
 
 /// `auth { issuer ... audience ... jwks ... hs256-key-file ... tls ... }`.
+/// `audit "postgres://..."`: the audit store in PostgreSQL instead of SQLite.
+fn audit(cx: &mut Cx, n: &N<'_>) -> Option<AuditStore> {
+    n.check_props(cx, &[]);
+    n.no_children(cx);
+    let (url, span) = name_arg(
+        cx,
+        n,
+        "the PostgreSQL URL, e.g. \"postgres://warden@localhost/warden\"",
+    )?;
+    let scheme_ok = ["postgres://", "postgresql://"]
+        .iter()
+        .any(|p| url.starts_with(p) && url.len() > p.len());
+    if !scheme_ok {
+        cx.push(
+            n.diag(
+                "warden::audit::url",
+                span,
+                "`audit` takes a PostgreSQL URL",
+                "not a `postgres://` URL",
+            )
+            .help(
+                "write `audit \"postgres://USER@HOST/DB\"`; without an `audit` node events go to SQLite under the state directory",
+            ),
+        );
+        return None;
+    }
+    Some(AuditStore { loc: n.loc(), url })
+}
+
 fn auth(cx: &mut Cx, n: &N<'_>, base: &str) -> Option<Auth> {
     n.check_props(cx, &[]);
     n.check_args(cx, 0, 0, "no arguments");

@@ -49,6 +49,16 @@ pub struct Model {
     pub layouts: Vec<String>,
     /// Who may use the control API (`warden serve`); `None`: no API.
     pub auth: Option<Auth>,
+    /// Where the audit store lives; `None`: SQLite under the state directory.
+    pub audit: Option<AuditStore>,
+}
+
+/// `audit "postgres://..."`: events go to this PostgreSQL database (through the same
+/// spool under the state directory) instead of the embedded SQLite.
+#[derive(Debug, Clone)]
+pub struct AuditStore {
+    pub loc: Loc,
+    pub url: String,
 }
 
 /// `auth { ... }`: the keys `warden serve` checks bearer tokens against, and its TLS.

@@ -146,6 +146,9 @@ enum Command {
     },
     /// The audit store: approvals, denials, orders, secrets, refused logins, egress.
     Audit {
+        /// The file whose `audit` node says where the store is (default `warden.kdl` when
+        /// present, else SQLite under the state directory).
+        file: Option<PathBuf>,
         /// Only this tenant's events.
         #[arg(long)]
         tenant: Option<String>,
@@ -285,6 +288,7 @@ fn main() -> ExitCode {
             },
         ),
         Command::Audit {
+            file,
             tenant,
             sandbox,
             kind,
@@ -292,6 +296,7 @@ fn main() -> ExitCode {
         } => commands::audit::query(
             &out,
             commands::audit::Query {
+                file,
                 tenant,
                 sandbox,
                 kind,

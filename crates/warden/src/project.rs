@@ -106,22 +106,61 @@ fn dir_of(path: &Path) -> PathBuf {
 
 /// Load and validate; prints diagnostics. `Err(exit)` when the file is unusable.
 pub fn load(out: &crate::ui::Out, path: &Path) -> Result<Project, Exit> {
+    load_tracked(out, path).map(|(p, _)| p)
+}
+
+/// Every file a load read (the main file and its layouts), with the bytes it read.
+pub type Sources = Vec<(PathBuf, Vec<u8>)>;
+
+/// A loader that remembers what it read, so that a cache can tell an edit of a layout
+/// as well as of the main file.
+struct Recording {
+    inner: FsLoader,
+    read: std::cell::RefCell<Sources>,
+}
+
+impl Loader for Recording {
+    fn load(&self, base: &str, path: &str) -> Result<SourceFile, String> {
+        let full = self.inner.dir.join(warden_lang::join(base, path));
+        let bytes = read_limited(&full).unwrap_or_default();
+        self.read.borrow_mut().push((full, bytes));
+        self.inner.load(base, path)
+    }
+}
+
+/// Whether every file of `sources` still holds the bytes it held.
+pub fn unchanged(sources: &Sources) -> bool {
+    sources
+        .iter()
+        .all(|(path, bytes)| read_limited(path).is_ok_and(|now| now == *bytes))
+}
+
+/// [`load`], also returning what it read ([`unchanged`] tells when to load again).
+pub fn load_tracked(out: &crate::ui::Out, path: &Path) -> Result<(Project, Sources), Exit> {
+    let main = read_limited(path).unwrap_or_default();
     let src = read(out, path)?;
     let dir = dir_of(path);
-    let loaded = warden_lang::load(&src, &FsLoader { dir: dir.clone() });
+    let loader = Recording {
+        inner: FsLoader { dir: dir.clone() },
+        read: std::cell::RefCell::new(vec![(path.to_path_buf(), main)]),
+    };
+    let loaded = warden_lang::load(&src, &loader);
     report(out, &loaded.diagnostics);
     let Some(model) = loaded.model else {
         return Err(Exit::User);
     };
     let base_dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let state_dir = std::env::var("WARDEN_STATE_DIR").unwrap_or_else(|_| "/var/lib/warden".into());
-    Ok(Project {
-        model,
-        options: CompileOptions {
-            base_dir: base_dir.display().to_string(),
-            state_dir,
+    Ok((
+        Project {
+            model,
+            options: CompileOptions {
+                base_dir: base_dir.display().to_string(),
+                state_dir,
+            },
         },
-    })
+        loader.read.into_inner(),
+    ))
 }
 
 /// Diagnostics rendered at most: past these the count says how many more there are, so

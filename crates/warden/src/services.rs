@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use warden_egress::{ProxyConfig, ProxyHandle, ProxyState};
 use warden_orders::{Endpoint, EndpointHandle};
-use warden_router::{JsonLines, Router, RouterConfig, RouterHandle};
+use warden_router::{JsonLines, KeySource, Router, RouterConfig, RouterHandle};
 use warden_wire::egress::EgressPolicy;
 use warden_wire::inference::InferencePolicy;
 use warden_wire::orders::OrdersPolicy;
@@ -56,6 +56,39 @@ pub struct Setup {
     pub state_dir: PathBuf,
     /// Worker threads of the runtime.
     pub workers: usize,
+    /// Where providers' `key-secret` keys are read from.
+    pub keys: KeyStore,
+}
+
+/// The sandbox's tenant and the state directory its secret store lives under: the
+/// router reads `key-secret` keys from there when it starts and on each reload, into
+/// its memory only.
+#[derive(Debug, Clone, Default)]
+pub struct KeyStore {
+    pub tenant: Option<String>,
+    /// The state directory (not the sandbox's): `<state>/secrets/<tenant>/`.
+    pub state_dir: PathBuf,
+}
+
+impl KeyStore {
+    /// The secret `name` of the tenant, as text for a header.
+    fn read(&self, sandbox: &str, name: &str) -> Result<String, String> {
+        let Some(tenant) = &self.tenant else {
+            return Err(format!(
+                "sandbox `{sandbox}` belongs to no tenant, so it has no secrets"
+            ));
+        };
+        let kek = warden_secrets::Kek::from_env(&self.state_dir).map_err(|e| e.to_string())?;
+        let value = warden_secrets::Store::new(&self.state_dir, kek)
+            .get(tenant, name)
+            .map_err(|e| e.to_string())?;
+        match std::str::from_utf8(&value) {
+            Ok(t) => Ok(t.to_string()),
+            Err(_) => Err(format!(
+                "secret `{name}` of tenant `{tenant}` is not UTF-8 text, which a key needs"
+            )),
+        }
+    }
 }
 
 impl Setup {
@@ -161,6 +194,48 @@ impl warden_router::AuditSink for Audit {
     }
 }
 
+/// The router of `sandbox`, its keys read now (`key-env` from this process's
+/// environment, `key-secret` from `keys`): a missing one is [`Error::Key`], naming why.
+/// `apply` makes one with [`warden_router::NoAudit`] to check the keys before it starts
+/// anything.
+pub fn router(
+    policy: InferencePolicy,
+    sandbox: &str,
+    keys: KeyStore,
+    audit: impl warden_router::AuditSink,
+) -> Result<Arc<Router>, Error> {
+    // Why the last secret could not be read: the router's own error only says that it
+    // could not.
+    let why = Arc::new(Mutex::new(None::<String>));
+    let lookup = {
+        let (why, name) = (why.clone(), sandbox.to_string());
+        move |k: KeySource<'_>| match k {
+            KeySource::Env(var) => std::env::var(var).ok(),
+            KeySource::Secret(secret) => match keys.read(&name, secret) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    None
+                }
+            },
+        }
+    };
+    Router::with_keys(policy, RouterConfig::default(), audit, lookup).map_err(|e| match e {
+        warden_router::RouterError::Key { .. } => {
+            let why = why.lock().unwrap_or_else(|p| p.into_inner()).take();
+            Error::Key(match why {
+                Some(why) => format!("sandbox `{sandbox}`: {e}: {why}"),
+                None => format!(
+                    "sandbox `{sandbox}`: {e}; the inference router reads provider keys from warden's environment when the sandbox starts"
+                ),
+            })
+        }
+        e => Error::Other(format!(
+            "cannot start the inference router of `{sandbox}`: {e}"
+        )),
+    })
+}
+
 impl Services {
     /// The runtime, the proxy's state and the router (whose keys are read now: a
     /// missing one is [`Error::Key`]). `None` when the sandbox needs neither.
@@ -175,6 +250,7 @@ impl Services {
             orders,
             state_dir,
             workers,
+            keys,
         } = setup;
         let workers = workers.max(1);
         let other = |what: &str, e: &dyn std::fmt::Display| {
@@ -199,13 +275,7 @@ impl Services {
                             &format!("cannot open `{}`: {e}", path.display()),
                         )
                     })?;
-                let router = Router::new(policy, RouterConfig::default(), Audit(audit.clone()))
-                    .map_err(|e| match e {
-                        warden_router::RouterError::Key { .. } => Error::Key(format!(
-                            "sandbox `{sandbox}`: {e}; the inference router reads provider keys from warden's environment when the sandbox starts"
-                        )),
-                        e => other("inference router", &e),
-                    })?;
+                let router = router(policy, &sandbox, keys, Audit(audit.clone()))?;
                 (Some(router), Some(audit))
             }
             None => (None, None),
@@ -510,6 +580,7 @@ mod tests {
             orders: None,
             state_dir: dir.path().join("state"),
             workers,
+            keys: KeyStore::default(),
         })
         .unwrap()
         .unwrap();

@@ -412,3 +412,50 @@ fn auth_names_issuer_audience_and_keys() {
         [("warden::syntax::duplicate", 6)]
     );
 }
+
+#[test]
+fn audit_names_a_postgres_url_once() {
+    assert!(ok(MINIMAL).audit.is_none());
+    let m = ok(&format!(
+        "{MINIMAL}audit \"postgres://warden@127.0.0.1:5432/audit\"\n"
+    ));
+    assert_eq!(
+        m.audit.expect("audit").url,
+        "postgres://warden@127.0.0.1:5432/audit"
+    );
+    assert!(
+        ok(&format!(
+            "{MINIMAL}audit \"postgresql://db/audit?host=/run/postgresql\"\n"
+        ))
+        .audit
+        .is_some()
+    );
+    for bad in [
+        "audit \"mysql://db/audit\"",
+        "audit \"postgres://\"",
+        "audit \"/var/lib/warden/audit.db\"",
+    ] {
+        assert_eq!(
+            errors(&format!("{MINIMAL}{bad}\n")),
+            [("warden::audit::url", 8)],
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        errors(&format!("{MINIMAL}audit\n")),
+        [("warden::syntax::missing-argument", 8)]
+    );
+    assert_eq!(
+        errors(&format!(
+            "{MINIMAL}audit \"postgres://a/b\"\naudit \"postgres://c/d\"\n"
+        )),
+        [("warden::syntax::duplicate", 9)]
+    );
+    assert_eq!(
+        errors(&format!(
+            "{MINIMAL}audit \"postgres://a/b\" {{\n    x\n}}\n"
+        ))
+        .len(),
+        1
+    );
+}

@@ -314,7 +314,7 @@ pub fn approve_op(
     }
     let tenant = p.model.sandbox(&a.sandbox).and_then(|s| s.tenant.clone());
     if let Err(e) = crate::commands::audit::record(
-        Path::new(&p.options.state_dir),
+        &crate::commands::audit::AuditAt::of(p),
         actor,
         tenant.as_deref(),
         Some(&a.sandbox),
@@ -385,7 +385,7 @@ fn approve_call(p: &Project, a: Approval, actor: &str) -> Result<Approved, OpErr
     let tenant = p.model.sandbox(&a.sandbox).and_then(|s| s.tenant.clone());
     let rule = format!("the next call `{call}` goes through, once");
     if let Err(e) = crate::commands::audit::record(
-        Path::new(&p.options.state_dir),
+        &crate::commands::audit::AuditAt::of(p),
         actor,
         tenant.as_deref(),
         Some(&a.sandbox),
@@ -486,7 +486,7 @@ pub fn deny_op(p: &Project, id: &str, scope: Option<&str>, actor: &str) -> Resul
     let mut warnings = Vec::new();
     let tenant = p.model.sandbox(&a.sandbox).and_then(|s| s.tenant.clone());
     if let Err(e) = crate::commands::audit::record(
-        Path::new(&p.options.state_dir),
+        &crate::commands::audit::AuditAt::of(p),
         actor,
         tenant.as_deref(),
         Some(&a.sandbox),

@@ -4,28 +4,85 @@
 use crate::Exit;
 use crate::deploy::paths::Paths;
 use crate::deploy::state::State;
+use crate::project::Project;
 use crate::ui::Out;
-use std::path::Path;
+use std::path::PathBuf;
 use warden_audit::{Detail, Event, Filter, Store};
 
-/// Records one event in `<state>/audit/` (spooled and fsynced before this returns).
+/// Where the audit store lives: its spool under the state directory, its rows there
+/// (SQLite) or in the PostgreSQL database the file's `audit` node names.
+#[derive(Debug, Clone)]
+pub struct AuditAt {
+    pub state_dir: PathBuf,
+    pub postgres: Option<String>,
+}
+
+impl AuditAt {
+    /// The store `p`'s file names.
+    pub fn of(p: &Project) -> AuditAt {
+        AuditAt {
+            state_dir: PathBuf::from(&p.options.state_dir),
+            postgres: p.model.audit.as_ref().map(|a| a.url.clone()),
+        }
+    }
+
+    /// For a command that names no file of its own (`audit`, `secret`): the store the
+    /// file `file` names, by default `warden.kdl` in the current directory; SQLite under
+    /// the state directory when no file was named and there is no `warden.kdl`.
+    pub fn for_cli(file: Option<PathBuf>) -> Result<AuditAt, String> {
+        let named = file.is_some();
+        let path = crate::project::file(file);
+        if !named && !path.exists() {
+            return Ok(AuditAt {
+                state_dir: Paths::from_env().state_dir,
+                postgres: None,
+            });
+        }
+        let quiet = Out {
+            json: true,
+            diagnostics_as_json: true,
+        };
+        crate::project::load(&quiet, &path)
+            .map(|p| AuditAt::of(&p))
+            .map_err(|_| {
+                format!(
+                    "`{}` cannot be loaded, so where its audit store lives is unknown (see `warden check`)",
+                    path.display()
+                )
+            })
+    }
+
+    pub fn open(&self) -> Result<Store, warden_audit::AuditError> {
+        Store::open_at(&self.state_dir, self.postgres.as_deref())
+    }
+}
+
+/// Records one event (spooled and fsynced before this returns).
 pub fn record(
-    state_dir: &Path,
+    at: &AuditAt,
     actor: &str,
     tenant: Option<&str>,
     sandbox: Option<&str>,
     detail: Detail,
 ) -> Result<(), String> {
-    let mut store = Store::open(state_dir).map_err(|e| e.to_string())?;
+    let mut store = at.open().map_err(|e| e.to_string())?;
     store
         .append(&[Event::new(actor, tenant, sandbox, detail)])
         .map_err(|e| e.to_string())
 }
 
-/// Records an event of the CLI's user; a failure is a warning (the change stands).
-pub fn record_cli(paths: &Paths, detail: Detail, tenant: Option<&str>, sandbox: Option<&str>) {
+/// Records an event of the CLI's user in the store of `file` (see
+/// [`AuditAt::for_cli`]); a failure is a warning (the change stands).
+pub fn record_cli(
+    file: Option<PathBuf>,
+    detail: Detail,
+    tenant: Option<&str>,
+    sandbox: Option<&str>,
+) {
     let actor = crate::commands::orders::actor();
-    if let Err(e) = record(&paths.state_dir, &actor, tenant, sandbox, detail) {
+    if let Err(e) =
+        AuditAt::for_cli(file).and_then(|at| record(&at, &actor, tenant, sandbox, detail))
+    {
         eprintln!("warning: not recorded in the audit store: {e}");
     }
 }
@@ -51,6 +108,8 @@ pub fn import_egress(
 }
 
 pub struct Query {
+    /// The file whose `audit` node says where the store is (see [`AuditAt::for_cli`]).
+    pub file: Option<PathBuf>,
     pub tenant: Option<String>,
     pub sandbox: Option<String>,
     pub kind: Option<String>,
@@ -68,7 +127,14 @@ pub fn query(out: &Out, q: Query) -> anyhow::Result<Exit> {
         return Ok(Exit::User);
     }
     let paths = Paths::from_env();
-    let mut store = match Store::open(&paths.state_dir) {
+    let at = match AuditAt::for_cli(q.file) {
+        Ok(at) => at,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::User);
+        }
+    };
+    let mut store = match at.open() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

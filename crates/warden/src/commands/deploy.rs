@@ -585,16 +585,17 @@ fn converge(out: &Out, path: &Path, opts: &Converge) -> anyhow::Result<Exit> {
         let d = desired.iter().find(|d| d.want.name == a.sandbox);
         if let (Kind::Create | Kind::Replace, Some(d)) = (a.action, d)
             && let Some(policy) = &d.policies.inference
-            && let Err(e) = warden_router::Router::new(
+            && let Err(e) = crate::services::router(
                 policy.clone(),
-                warden_router::RouterConfig::default(),
+                &a.sandbox,
+                crate::services::KeyStore {
+                    tenant: d.tenant.clone(),
+                    state_dir: paths.state_dir.clone(),
+                },
                 warden_router::NoAudit,
             )
         {
-            eprintln!(
-                "error: sandbox `{}`: {e}; the inference router reads provider keys from warden's environment",
-                a.sandbox
-            );
+            eprintln!("error: {e}");
             return Ok(Exit::User);
         }
     }

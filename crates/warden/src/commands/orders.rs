@@ -343,7 +343,7 @@ pub fn set_op(
         },
     };
     if let Err(e) = crate::commands::audit::record(
-        Path::new(&p.options.state_dir),
+        &crate::commands::audit::AuditAt::of(p),
         actor,
         order_tenant(p, name).as_deref(),
         None,

@@ -206,6 +206,10 @@ pub fn run(
             orders: s.plan.orders_endpoint.then(|| s.plan.orders.clone()),
             state_dir: sandbox_state_dir(&p, &s.name),
             workers: 2,
+            keys: services::KeyStore {
+                tenant: s.plan.tenant.clone(),
+                state_dir: PathBuf::from(&p.options.state_dir),
+            },
         },
     };
     // Without a helper, the work is done here.

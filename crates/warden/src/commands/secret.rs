@@ -73,7 +73,7 @@ pub fn set(out: &Out, tenant: &str, name: &str) -> anyhow::Result<Exit> {
     match store.set(tenant, name, &value) {
         Ok(o) => {
             crate::commands::audit::record_cli(
-                &paths,
+                None,
                 warden_audit::Detail::SecretSet {
                     name: name.to_string(),
                     key_version: o.key_version,
@@ -128,7 +128,7 @@ pub fn rm(out: &Out, tenant: &str, name: &str) -> anyhow::Result<Exit> {
     match warden_secrets::remove(&paths.state_dir, tenant, name) {
         Ok(true) => {
             crate::commands::audit::record_cli(
-                &paths,
+                None,
                 warden_audit::Detail::SecretRemoved {
                     name: name.to_string(),
                 },
@@ -159,7 +159,7 @@ pub fn rotate(out: &Out, tenant: &str) -> anyhow::Result<Exit> {
     match store.rotate(tenant) {
         Ok(v) => {
             crate::commands::audit::record_cli(
-                &paths,
+                None,
                 warden_audit::Detail::KeyRotated { key_version: v },
                 Some(tenant),
                 None,

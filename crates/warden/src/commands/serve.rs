@@ -4,12 +4,13 @@
 
 use crate::Exit;
 use crate::commands::approvals::{self, OpError};
+use crate::commands::audit::{self, AuditAt};
 use crate::deploy::paths::Paths;
 use crate::project::{self, Project};
 use crate::ui::Out;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warden_serve::{AuditQuery, Backend, BackendError, Role, Sample};
 use warden_wire::orders::Autonomy;
@@ -24,31 +25,55 @@ pub struct Options {
 struct Control {
     file: PathBuf,
     paths: Paths,
+    /// The last load, with the bytes of every file it read: reused while they are the
+    /// same (reading a few small files is cheap; parsing and validating them for every
+    /// request was most of an approvals listing), loaded again as soon as one differs.
+    last: Mutex<Option<Arc<(Project, project::Sources)>>>,
 }
 
 impl Control {
-    fn project(&self) -> Result<Project, BackendError> {
+    fn project(&self) -> Result<Arc<(Project, project::Sources)>, BackendError> {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(last) = last
+            && project::unchanged(&last.1)
+        {
+            return Ok(last);
+        }
         // Diagnostics are not printed for every request (`check` shows them).
         let quiet = Out {
             json: true,
             diagnostics_as_json: true,
         };
-        project::load(&quiet, &self.file).map_err(|_| {
+        let loaded = Arc::new(project::load_tracked(&quiet, &self.file).map_err(|_| {
             BackendError::Internal(format!(
                 "`{}` cannot be loaded (see `warden check`)",
                 self.file.display()
             ))
-        })
+        })?);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(loaded.clone());
+        Ok(loaded)
     }
 
-    fn audit_store(&self) -> Result<warden_audit::Store, BackendError> {
-        warden_audit::Store::open(&self.paths.state_dir)
+    fn audit_store(&self, p: &Project) -> Result<warden_audit::Store, BackendError> {
+        AuditAt::of(p)
+            .open()
             .map_err(|e| BackendError::Internal(e.to_string()))
     }
 
+    /// Where the file (as it is now) keeps the audit.
+    fn audit_at(&self) -> Result<AuditAt, String> {
+        self.project().map(|p| AuditAt::of(&p.0)).map_err(|_| {
+            format!(
+                "`{}` cannot be loaded, so where its audit store lives is unknown",
+                self.file.display()
+            )
+        })
+    }
+
     fn record(&self, actor: &str, tenant: &str, detail: warden_audit::Detail) {
-        if let Err(e) =
-            crate::commands::audit::record(&self.paths.state_dir, actor, Some(tenant), None, detail)
+        if let Err(e) = self
+            .audit_at()
+            .and_then(|at| audit::record(&at, actor, Some(tenant), None, detail))
         {
             eprintln!("warning: not recorded in the audit store: {e}");
         }
@@ -87,7 +112,8 @@ fn secret_error(e: warden_secrets::SecretError) -> BackendError {
 
 impl Backend for Control {
     fn role(&self, tenant: &str, subject: &str) -> Result<Option<Role>, BackendError> {
-        let p = self.project()?;
+        let loaded = self.project()?;
+        let p = &loaded.0;
         Ok(p.model.tenant(tenant).and_then(|t| {
             t.roles
                 .iter()
@@ -107,13 +133,15 @@ impl Backend for Control {
     }
 
     fn approvals(&self, tenant: &str) -> Result<Value, BackendError> {
-        let p = self.project()?;
-        to_json(&approvals::pending_in(&p, Some(tenant)))
+        let loaded = self.project()?;
+        let p = &loaded.0;
+        to_json(&approvals::pending_in(p, Some(tenant)))
     }
 
     fn approve(&self, tenant: &str, id: &str, actor: &str) -> Result<Value, BackendError> {
-        let p = self.project()?;
-        let a = approvals::approve_op(&p, &self.file, id, Some(tenant), actor).map_err(op_error)?;
+        let loaded = self.project()?;
+        let p = &loaded.0;
+        let a = approvals::approve_op(p, &self.file, id, Some(tenant), actor).map_err(op_error)?;
         let mut v = to_json(&a)?;
         // Where the server's file lives is none of the tenant's business.
         if let Some(o) = v.as_object_mut() {
@@ -123,18 +151,20 @@ impl Backend for Control {
     }
 
     fn deny(&self, tenant: &str, id: &str, actor: &str) -> Result<Value, BackendError> {
-        let p = self.project()?;
-        let d = approvals::deny_op(&p, id, Some(tenant), actor).map_err(op_error)?;
+        let loaded = self.project()?;
+        let p = &loaded.0;
+        let d = approvals::deny_op(p, id, Some(tenant), actor).map_err(op_error)?;
         to_json(&d)
     }
 
     fn orders(&self, tenant: &str) -> Result<Value, BackendError> {
-        let p = self.project()?;
+        let loaded = self.project()?;
+        let p = &loaded.0;
         let orders: Vec<Value> = p
             .model
             .orders
             .iter()
-            .filter(|o| crate::commands::orders::order_in_scope(&p, &o.name, Some(tenant)))
+            .filter(|o| crate::commands::orders::order_in_scope(p, &o.name, Some(tenant)))
             .map(|o| {
                 json!({
                     "name": o.name,
@@ -154,19 +184,20 @@ impl Backend for Control {
         grant: bool,
         actor: &str,
     ) -> Result<Value, BackendError> {
-        let p = self.project()?;
+        let loaded = self.project()?;
+        let p = &loaded.0;
         let autonomy = if grant { Autonomy::Auto } else { Autonomy::Ask };
-        let r =
-            crate::commands::orders::set_op(&p, &self.file, name, autonomy, Some(tenant), actor)
-                .map_err(op_error)?;
+        let r = crate::commands::orders::set_op(p, &self.file, name, autonomy, Some(tenant), actor)
+            .map_err(op_error)?;
         to_json(&r)
     }
 
     fn audit(&self, tenant: &str, q: &AuditQuery) -> Result<Value, BackendError> {
-        let p = self.project()?;
-        let mut store = self.audit_store()?;
+        let loaded = self.project()?;
+        let p = &loaded.0;
+        let mut store = self.audit_store(p)?;
         let tenant_of = |name: &str| p.model.sandbox(name).and_then(|s| s.tenant.clone());
-        if let Err(e) = crate::commands::audit::import_egress(&mut store, &self.paths, &tenant_of) {
+        if let Err(e) = audit::import_egress(&mut store, &self.paths, &tenant_of) {
             eprintln!("warning: egress decisions were not imported: {e}");
         }
         let events = store
@@ -223,7 +254,8 @@ impl Backend for Control {
     }
 
     fn metrics(&self, tenant: &str) -> Result<Vec<Sample>, BackendError> {
-        let p = self.project()?;
+        let loaded = self.project()?;
+        let p = &loaded.0;
         let rows = crate::commands::ps::rows(&self.paths).map_err(BackendError::Internal)?;
         let mut by_state: std::collections::BTreeMap<String, u64> = Default::default();
         for r in rows.iter().filter(|r| r.tenant.as_deref() == Some(tenant)) {
@@ -244,7 +276,7 @@ impl Backend for Control {
             name: "warden_approvals_pending",
             help: "Destinations the tenant's sandboxes were refused, waiting for a human.",
             labels: vec![("tenant", tenant.to_string())],
-            value: approvals::pending_in(&p, Some(tenant)).len() as f64,
+            value: approvals::pending_in(p, Some(tenant)).len() as f64,
         });
         Ok(out)
     }
@@ -256,8 +288,9 @@ impl Backend for Control {
             path: path.to_string(),
             remote: remote.to_string(),
         };
-        if let Err(e) =
-            crate::commands::audit::record(&self.paths.state_dir, "anonymous", None, None, detail)
+        if let Err(e) = self
+            .audit_at()
+            .and_then(|at| audit::record(&at, "anonymous", None, None, detail))
         {
             eprintln!("warning: a refused login was not recorded in the audit store: {e}");
         }
@@ -353,6 +386,7 @@ pub fn serve(out: &Out, path: &Path, opts: Options) -> anyhow::Result<Exit> {
     let control = Control {
         file: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
         paths: Paths::from_env(),
+        last: Mutex::new(None),
     };
     let listener = match std::net::TcpListener::bind(&opts.listen) {
         Ok(l) => l,

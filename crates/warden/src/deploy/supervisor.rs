@@ -204,6 +204,10 @@ fn supervise(launch_path: &Path, ready: &mut Option<File>) -> Result<(), String>
             .then(|| launch.policies.orders.clone()),
         state_dir: launch.sandbox_state.clone(),
         workers: 1,
+        keys: services::KeyStore {
+            tenant: launch.tenant.clone(),
+            state_dir: launch.state_dir.clone(),
+        },
     })
     .map_err(|e| e.to_string())?
     .map(Arc::new);

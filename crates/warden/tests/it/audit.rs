@@ -2,6 +2,10 @@
 
 use super::egress::Env;
 use super::run;
+
+// The per-test database helper of the audit crate's own PostgreSQL tests.
+#[path = "../../../warden-audit/tests/it/pg.rs"]
+mod pg;
 use serde_json::Value;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -32,8 +36,14 @@ pub fn pending(state: &Path, sandbox: &str, id: &str, host: &str) {
     std::fs::write(&path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
 }
 
+/// `warden audit --json ARGS` in the directory of `warden.kdl`, whose `audit` node says
+/// where the store is.
 fn audit(env: &Env, args: &[&str]) -> Vec<Value> {
-    let (code, out, err) = run(env.cmd().args(["audit", "--json"]).args(args));
+    let (code, out, err) = run(env
+        .cmd()
+        .current_dir(env.dir.path())
+        .args(["audit", "--json"])
+        .args(args));
     assert_eq!(code, 0, "{err}");
     serde_json::from_str(&out).unwrap()
 }
@@ -45,16 +55,18 @@ fn kinds(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn approvals_denials_orders_and_secrets_are_recorded_with_tenant_and_actor() {
-    let env = Env::new();
+/// An approval, a denial, an order granted, a secret set and an egress decision, made
+/// through the CLI in the directory of a file holding `text`.
+fn record_suite(env: &Env, text: &str) {
     let state = env.dir.path().join("state");
-    std::fs::write(env.file(), FILE).unwrap();
+    std::fs::write(env.file(), text).unwrap();
     pending(&state, "acme-agent", "aaaaaaaaaaa1", "pypi.org");
     pending(&state, "acme-agent", "aaaaaaaaaaa2", "evil.example");
     let cmd = || {
         let mut c = env.cmd();
-        c.env("USER", "tester").env_remove("SUDO_USER");
+        c.env("USER", "tester")
+            .env_remove("SUDO_USER")
+            .current_dir(env.dir.path());
         c
     };
     let (code, _, err) = run(cmd().args(["approve", "aaaaaaaaaaa1"]).arg(env.file()));
@@ -81,7 +93,12 @@ fn approvals_denials_orders_and_secrets_are_recorded_with_tenant_and_actor() {
         "{\"ts_ms\":1,\"sandbox\":\"acme-agent\",\"kind\":\"connect\",\"host\":\"pypi.org\",\"port\":443,\"decision\":\"deny\",\"status\":403}\n",
     )
     .unwrap();
+}
 
+#[test]
+fn approvals_denials_orders_and_secrets_are_recorded_with_tenant_and_actor() {
+    let env = Env::new();
+    record_suite(&env, FILE);
     let all = audit(&env, &[]);
     assert_eq!(
         kinds(&all),
@@ -143,6 +160,62 @@ fn approvals_denials_orders_and_secrets_are_recorded_with_tenant_and_actor() {
     assert_eq!(code, 1);
     assert!(
         err.starts_with("error: unknown kind `nope`; kinds: approval-approved"),
+        "{err}"
+    );
+}
+
+/// The filters the comparison of the two stores runs.
+const QUERIES: &[&[&str]] = &[
+    &[],
+    &["--kind", "egress"],
+    &["--kind", "approval-denied"],
+    &["--sandbox", "acme-agent", "--tenant", "acme"],
+    &["--tenant", "globex"],
+    &["--since", "1"],
+    &["--since", "99999999999"],
+];
+
+/// The same suite through the CLI into SQLite and into PostgreSQL (`audit "postgres://..."`
+/// in the file): `warden audit --json` gives the same rows, in the same order, for every
+/// filter; only ids and times (made when each event happened) differ.
+#[test]
+fn sqlite_and_postgres_give_the_same_rows() {
+    let db = pg::Db::new();
+    let (lite, post) = (Env::new(), Env::new());
+    record_suite(&lite, FILE);
+    record_suite(&post, &format!("{FILE}\naudit \"{}\"\n", db.url));
+    // The events went to PostgreSQL, not to a SQLite database beside the spool.
+    assert!(!post.dir.path().join("state/audit/audit.db").exists());
+    assert!(lite.dir.path().join("state/audit/audit.db").exists());
+    // Four recorded; the egress decision is imported by the first `warden audit`.
+    assert_eq!(db.count_events(), 4);
+    let masked = |mut rows: Vec<Value>| {
+        for r in &mut rows {
+            assert_eq!(r["id"].as_str().unwrap().len(), 32, "{r}");
+            r["id"] = Value::Null;
+            if r["detail"]["kind"] != "egress" {
+                assert!(r["at_ms"].as_u64().unwrap() > 1_700_000_000_000, "{r}");
+                r["at_ms"] = Value::Null;
+            }
+        }
+        rows
+    };
+    for q in QUERIES {
+        let (l, p) = (masked(audit(&lite, q)), masked(audit(&post, q)));
+        assert_eq!(l, p, "warden audit --json {q:?}");
+    }
+    assert_eq!(audit(&post, &[]).len(), 5);
+    assert_eq!(db.count_events(), 5);
+    // A file that cannot be loaded says so.
+    let (code, _, err) = run(post
+        .cmd()
+        .current_dir(post.dir.path())
+        .args(["audit", "nonexistent.kdl"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "`nonexistent.kdl` cannot be loaded, so where its audit store lives is unknown"
+        ),
         "{err}"
     );
 }

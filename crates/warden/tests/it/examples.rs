@@ -38,9 +38,9 @@ enum Via {
     Http(&'static str),
 }
 
-struct Case {
+pub(crate) struct Case {
     /// `examples/<name>.kdl`, or `layouts/<name>.kdl` used by a small file.
-    file: &'static str,
+    pub(crate) file: &'static str,
     sandbox: &'static str,
     /// A directory the sandbox may write.
     writable: &'static str,
@@ -53,7 +53,7 @@ struct Case {
     router: bool,
 }
 
-const CASES: &[Case] = &[
+pub(crate) const CASES: &[Case] = &[
     Case {
         file: "examples/quickstart.kdl",
         sandbox: "hello",
@@ -170,7 +170,7 @@ fn layout_user(layout: &str) -> String {
 
 /// The examples directory copied (with the directories the examples name) into `dir`,
 /// so runs never write into the repository; returns the file to run.
-fn stage(dir: &Path, case: &Case) -> PathBuf {
+pub(crate) fn stage(dir: &Path, case: &Case) -> PathBuf {
     let examples = dir.join("examples");
     if !examples.exists() {
         copy_tree(&repo().join("examples"), &examples);
@@ -327,7 +327,7 @@ fn in_test_network(dir: &Path, names: &[&str], cmd: &Command) -> Command {
 
 /// The provider keys the examples name, for their routers (never used: no call reaches
 /// a provider here).
-fn with_keys(cmd: &mut Command) -> &mut Command {
+pub(crate) fn with_keys(cmd: &mut Command) -> &mut Command {
     cmd.env("ANTHROPIC_API_KEY", "sk-ant-example")
         .env("OPENAI_API_KEY", "sk-openai-example")
 }

@@ -956,6 +956,114 @@ fn a_missing_key_stops_the_run_naming_provider_and_variable() {
     assert_eq!(ps.trim(), "[]");
 }
 
+/// A sandbox of tenant `acme` whose provider takes its key from the tenant's secret store
+/// (`key-secret`): calls once through the router, then dumps every environment it can
+/// read.
+fn keyed_file(mock: &Mock, secret: &str, then: &str) -> String {
+    let call = calling_loop(1);
+    format!(
+        "{BUSYBOX}\nprovider \"a\" api=\"anthropic\" endpoint=\"http://127.0.0.1:{}\" key-secret=\"{secret}\"\n\nsandbox \"keyed\" {{\n    image \"bb\"\n    command \"/bin/busybox\" \"sh\" \"-c\" {:?}\n    init grace=\"1s\"\n    inference {{\n        route \"claude-*\" to=\"a\"\n    }}\n}}\n\ntenant \"acme\" {{\n    sandboxes \"keyed\"\n    users uid=300000 count=65536\n}}\n",
+        mock.port,
+        format!("{call}; {DUMP_ENVIRON}; {then}")
+    )
+}
+
+/// Root: the router of `run` and of an applied sandbox's supervisor reads a
+/// `key-secret` key from the tenant's store; the upstream gets it, while no file under
+/// the state, run and cache directories, no bundle and no environment in the sandbox
+/// holds it. A secret the store lacks stops the run, naming provider, secret and tenant.
+#[test]
+fn a_key_secret_reaches_the_provider_and_nothing_else() {
+    use super::secret::{kek, with_stdin};
+    let env = Env::new();
+    let kek = kek(env.dir.path(), "kek", 7);
+    let key = real_key("secret");
+    let mut set = env.cmd();
+    set.env("WARDEN_KEK_FILE", &kek)
+        .args(["secret", "set", "acme", "llm-key"]);
+    assert_eq!(with_stdin(set, &key).0, 0);
+    let mock = Mock::plain("answer through a secret key");
+    let file = env.file();
+    std::fs::write(&file, keyed_file(&mock, "llm-key", "true")).unwrap();
+    let (code, out, err) = run(env
+        .cmd()
+        .env("WARDEN_KEK_FILE", &kek)
+        .env_remove("WARDEN_TEST_KEY")
+        .arg("run")
+        .arg(&file));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        out.lines().next(),
+        Some("answer through a secret key"),
+        "{out}"
+    );
+    let seen = mock.seen();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(seen[0].header("x-api-key"), Some(key.as_str()));
+    assert!(out.lines().any(|l| l.starts_with("environ")), "{out}");
+    assert_key_kept_out(&env, "keyed", &key, &out);
+    assert!(!err.contains(&key), "{err}");
+
+    // Applied: the supervisor's router reads it too; its launch file names the secret.
+    std::fs::write(
+        &file,
+        keyed_file(&mock, "llm-key", "exec busybox sleep 1000"),
+    )
+    .unwrap();
+    let (code, _, err) = run(env
+        .cmd()
+        .env("WARDEN_KEK_FILE", &kek)
+        .args(["apply", "--yes"])
+        .arg(&file));
+    let applied = Applied(&env, file.clone());
+    assert_eq!(code, 0, "{err}");
+    let logs = wait_for_lines(
+        "the applied sandbox's answer and environ dump",
+        Duration::from_secs(30),
+        || logs(&env, "keyed"),
+        |l| l.first() == Some(&"answer through a secret key") && l.len() > 2,
+    );
+    assert_eq!(mock.seen().len(), 2);
+    assert_eq!(mock.seen()[1].header("x-api-key"), Some(key.as_str()));
+    assert!(!logs.contains(&key));
+    let naming = files_holding(env.dir.path(), "llm-key");
+    assert!(
+        naming.iter().any(|p| p.ends_with("launch.json")),
+        "no launch file names the secret: {naming:?}"
+    );
+    // The sandbox's log holds what it printed (its own business, checked above); no
+    // file warden wrote holds the key.
+    drop(applied);
+    let written: Vec<PathBuf> = files_holding(env.dir.path(), &key);
+    assert_eq!(written, Vec::<PathBuf>::new());
+    assert_key_kept_out(&env, "keyed", &key, &logs);
+
+    // A secret the store does not hold.
+    std::fs::write(&file, keyed_file(&mock, "nope", "true")).unwrap();
+    let (code, _, err) = run(env.cmd().env("WARDEN_KEK_FILE", &kek).arg("run").arg(&file));
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "error: sandbox `keyed`: provider `a`: no key: the tenant's secret `nope` cannot be read: tenant `acme` has no secret `nope`\n"
+        )
+    );
+    // Without the key-encryption key.
+    std::fs::write(&file, keyed_file(&mock, "llm-key", "true")).unwrap();
+    let (code, _, err) = run(env
+        .cmd()
+        .env_remove("WARDEN_KEK_FILE")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .arg("run")
+        .arg(&file));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("error: sandbox `keyed`: provider `a`: no key: the tenant's secret `llm-key` cannot be read: no key-encryption key"),
+        "{err}"
+    );
+    assert_eq!(mock.seen().len(), 2);
+}
+
 /// Destroys what a test applied from `file`, passed or not.
 struct Applied<'a>(&'a Env, PathBuf);
 

@@ -13,6 +13,7 @@ mod orders;
 mod runtime;
 mod secret;
 mod serve;
+mod tenants;
 mod translate;
 
 use std::path::{Path, PathBuf};

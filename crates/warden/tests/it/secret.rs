@@ -10,26 +10,25 @@ use std::process::{Command, Stdio};
 
 const VALUE: &str = "ghp_Zq81secretvalue4Kx";
 
-fn kek(dir: &Path, name: &str, byte: u8) -> PathBuf {
+pub fn kek(dir: &Path, name: &str, byte: u8) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, [byte; 32]).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
 
-fn with_stdin(mut c: Command, input: &str) -> (i32, String, String) {
+pub fn with_stdin(mut c: Command, input: &str) -> (i32, String, String) {
     let mut child = c
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    // A command that refuses its arguments exits without reading: its closed stdin is
+    // not the test's failure.
+    if let Err(e) = child.stdin.take().unwrap().write_all(input.as_bytes()) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),

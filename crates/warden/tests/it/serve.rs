@@ -1204,3 +1204,23 @@ fn serve_needs_an_auth_node() {
         )
     );
 }
+
+/// The server reuses the file it loaded only while the file is byte for byte the same:
+/// a role removed from the file is gone at the next request, and back when restored.
+#[test]
+fn an_edit_of_the_roles_takes_effect_at_the_next_request() {
+    let s = Setup::new("");
+    let srv = s.serve();
+    let viewer = s.token("victor@acme.example", "acme");
+    let path = "/v1/tenants/acme/approvals";
+    assert_eq!(get(srv.addr, path, &viewer).status, 200);
+    assert_eq!(get(srv.addr, path, &viewer).status, 200);
+    let before = std::fs::read_to_string(s.env.file()).unwrap();
+    let role = "    role \"viewer\" subject=\"victor@acme.example\"\n";
+    assert!(before.contains(role));
+    std::fs::write(s.env.file(), before.replace(role, "")).unwrap();
+    let r = get(srv.addr, path, &viewer);
+    assert_eq!((r.status, r.code().as_str()), (403, "no_role"));
+    std::fs::write(s.env.file(), &before).unwrap();
+    assert_eq!(get(srv.addr, path, &viewer).status, 200);
+}
