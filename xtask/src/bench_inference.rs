@@ -463,7 +463,7 @@ fn bench_in(o: &Opts, scratch: &Path) -> Result<()> {
             "its process"
         };
         println!(
-            "  {:<20} {:>9.0} requests/s   {:>6} errors   CPU {:>7.1} µs/request ({whose})",
+            "  {:<26} {:>9.0} requests/s   {:>6} errors   CPU {:>7.1} µs/request ({whose})",
             p.label(),
             out.rate,
             out.errors,
@@ -744,7 +744,7 @@ impl Phase {
 
 fn print_pairs(pairs: &[Pair], what: &str) {
     println!(
-        "  {:<18} {:>8} {:>8} {:>8}   {:>8} {:>8}   {:>9} {:>9}   {:>6} {:>7}",
+        "  {:<26} {:>8} {:>8} {:>8}   {:>8} {:>8}   {:>9} {:>9}   {:>6} {:>7}",
         "path",
         "p50",
         "p99",
@@ -767,7 +767,7 @@ fn print_pairs(pairs: &[Pair], what: &str) {
             }
         };
         println!(
-            "  {:<18} {:>8} {:>8} {:>8}   {:>8} {:>8}   {:>9} {:>9}   {:>6} {:>7.0}",
+            "  {:<26} {:>8} {:>8} {:>8}   {:>8} {:>8}   {:>9} {:>9}   {:>6} {:>7.0}",
             ph.path.label(),
             ms(ph.p50, 3),
             ms(ph.p99, 3),
