@@ -308,27 +308,7 @@ pub fn approve_op(
             project::io_msg(&e)
         ))
     })?;
-    let mut warnings = Vec::new();
-    if let Some(order) = &a.order {
-        crate::commands::orders::record(p, order, "approved", &a.sample, Some(&a.sandbox), actor);
-    }
-    let tenant = p.model.sandbox(&a.sandbox).and_then(|s| s.tenant.clone());
-    if let Err(e) = crate::commands::audit::record(
-        &crate::commands::audit::AuditAt::of(p),
-        actor,
-        tenant.as_deref(),
-        Some(&a.sandbox),
-        warden_audit::Detail::ApprovalApproved {
-            approval: a.id.clone(),
-            destination: destination(&a),
-            rule: rule.clone(),
-            order: a.order.clone(),
-        },
-    ) {
-        warnings.push(format!(
-            "the approval was not recorded in the audit store: {e}"
-        ));
-    }
+    let mut warnings = record_approval(p, &a, &a.sample, &rule, actor);
     if let Err(e) = warden_egress::mark_approved(&sandbox_state_dir(p, &a.sandbox), &a.id) {
         warnings.push(format!(
             "the rule was added but the approval could not be marked: {}",
@@ -368,6 +348,32 @@ fn destination(a: &Approval) -> String {
     }
 }
 
+/// Records an approval by `actor`: in its order's history (`what` was approved) and in
+/// the audit store. Returns what could not be recorded.
+fn record_approval(p: &Project, a: &Approval, what: &str, rule: &str, actor: &str) -> Vec<String> {
+    if let Some(order) = &a.order {
+        crate::commands::orders::record(p, order, "approved", what, Some(&a.sandbox), actor);
+    }
+    let tenant = p.model.sandbox(&a.sandbox).and_then(|s| s.tenant.clone());
+    match crate::commands::audit::record(
+        &crate::commands::audit::AuditAt::of(p),
+        actor,
+        tenant.as_deref(),
+        Some(&a.sandbox),
+        warden_audit::Detail::ApprovalApproved {
+            approval: a.id.clone(),
+            destination: destination(a),
+            rule: rule.to_string(),
+            order: a.order.clone(),
+        },
+    ) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![format!(
+            "the approval was not recorded in the audit store: {e}"
+        )],
+    }
+}
+
 /// Approves a held tool call: the sandbox's next identical call goes through, once. The
 /// file does not change (`--always` grants the order, which does).
 fn approve_call(p: &Project, a: Approval, actor: &str) -> Result<Approved, OpError> {
@@ -378,28 +384,8 @@ fn approve_call(p: &Project, a: Approval, actor: &str) -> Result<Approved, OpErr
             project::io_msg(&e)
         ))
     })?;
-    if let Some(order) = &a.order {
-        crate::commands::orders::record(p, order, "approved", &call, Some(&a.sandbox), actor);
-    }
-    let mut warnings = Vec::new();
-    let tenant = p.model.sandbox(&a.sandbox).and_then(|s| s.tenant.clone());
     let rule = format!("the next call `{call}` goes through, once");
-    if let Err(e) = crate::commands::audit::record(
-        &crate::commands::audit::AuditAt::of(p),
-        actor,
-        tenant.as_deref(),
-        Some(&a.sandbox),
-        warden_audit::Detail::ApprovalApproved {
-            approval: a.id.clone(),
-            destination: call.clone(),
-            rule: rule.clone(),
-            order: a.order.clone(),
-        },
-    ) {
-        warnings.push(format!(
-            "the approval was not recorded in the audit store: {e}"
-        ));
-    }
+    let warnings = record_approval(p, &a, &call, &rule, actor);
     Ok(Approved {
         id: a.id,
         sandbox: a.sandbox,
