@@ -32,8 +32,7 @@ use warden_wire::sandbox::{BundleFile, ORDERS_ADDR, PLACEHOLDER_KEY, ROUTER_ADDR
 
 /// Where Codex's rendered configuration lives in the bundle (relative to it).
 pub(crate) const CODEX_CONFIG: &str = "agents/codex/config.toml";
-/// The standing orders table, in the bundle.
-pub(crate) const ORDERS_TABLE: &str = "agents/orders/ORDERS.md";
+use warden_wire::sandbox::ORDERS_TABLE_FILE as ORDERS_TABLE;
 /// Claude Code's managed settings (the tool-call hook), in the bundle.
 pub(crate) const CLAUDE_SETTINGS: &str = "agents/claude-code/managed-settings.json";
 /// Where Claude Code reads managed settings on Linux.

@@ -17,6 +17,9 @@ pub const ROUTER_ADDR: &str = "127.0.0.1:3129";
 /// The standing orders endpoint inside the sandbox's network namespace (a sandbox with
 /// an agent): "may I do X under order Y".
 pub const ORDERS_ADDR: &str = "127.0.0.1:3130";
+/// The standing orders table in a bundle (relative to it), bound read-only where the
+/// agents read their instructions.
+pub const ORDERS_TABLE_FILE: &str = "agents/orders/ORDERS.md";
 
 /// The API key a sandbox with `inference` sees in `ANTHROPIC_API_KEY` and
 /// `OPENAI_API_KEY`: clients refuse to start without one, and the router drops it and

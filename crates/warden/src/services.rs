@@ -36,7 +36,7 @@ use warden_router::{JsonLines, KeySource, Router, RouterConfig, RouterHandle};
 use warden_wire::egress::EgressPolicy;
 use warden_wire::inference::InferencePolicy;
 use warden_wire::orders::OrdersPolicy;
-use warden_wire::sandbox::{ORDERS_ADDR, PROXY_ADDR, ROUTER_ADDR};
+use warden_wire::sandbox::{ORDERS_ADDR, ORDERS_TABLE_FILE, PROXY_ADDR, ROUTER_ADDR};
 
 /// The router's audit file in the sandbox's state directory, beside the proxy's.
 pub const ROUTER_AUDIT_FILE: &str = "inference.jsonl";
@@ -183,6 +183,9 @@ pub struct Services {
     router: Option<Arc<Router>>,
     router_audit: Option<Arc<JsonLines>>,
     orders: Option<Arc<Endpoint>>,
+    /// The bundle's orders table, rewritten in place when the orders change (the
+    /// sandbox sees it through a read-only bind of that file).
+    orders_table: Mutex<Option<PathBuf>>,
 }
 
 /// The router's audit sink, shared so that it can be flushed at the end.
@@ -306,6 +309,7 @@ impl Services {
             orders.map(|policy| Arc::new(Endpoint::new(&sandbox, state_dir.clone(), policy)));
         Ok(Some(Services {
             orders,
+            orders_table: Mutex::new(None),
             sandbox,
             handle: rt.handle().clone(),
             rt: Mutex::new(Some(rt)),
@@ -425,9 +429,52 @@ impl Services {
             && *endpoint.policy() != policy
         {
             endpoint.reload(policy);
+            self.write_orders_table();
             done.push("orders");
         }
         Ok(done)
+    }
+
+    /// Keep the orders table of `bundle` (when it has one and the sandbox is served the
+    /// orders endpoint) as the orders in force: written now, and again at each reload
+    /// that changes them. The bundle was made for the file as it was; the table follows
+    /// the file as it is.
+    pub fn render_orders(&self, bundle: &Path) {
+        if self.orders.is_none() {
+            return;
+        }
+        let path = bundle.join(ORDERS_TABLE_FILE);
+        if !path.is_file() {
+            return;
+        }
+        *self.orders_table.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+        self.write_orders_table();
+    }
+
+    fn write_orders_table(&self) {
+        let (Some(endpoint), Some(path)) = (
+            &self.orders,
+            self.orders_table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        ) else {
+            return;
+        };
+        let text = endpoint.policy().to_markdown();
+        // In place: the sandbox's bind holds this inode.
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .and_then(|mut f| io::Write::write_all(&mut f, text.as_bytes()));
+        if let Err(e) = written {
+            eprintln!(
+                "warden: cannot rewrite the orders table `{}` of `{}`: {e}",
+                path.display(),
+                self.sandbox
+            );
+        }
     }
 
     /// Parks every worker of the runtime until the returned value is dropped; see the

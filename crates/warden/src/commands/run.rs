@@ -282,6 +282,7 @@ pub fn run(
         }
     };
     if let Some(svc) = &services {
+        svc.render_orders(&bundle);
         match prepared.listeners {
             // Bound in the prepared namespace: served from now on, before the sandbox
             // exists, so the run has nothing to do between create and start.

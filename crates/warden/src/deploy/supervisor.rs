@@ -214,6 +214,9 @@ fn supervise(launch_path: &Path, ready: &mut Option<File>) -> Result<(), String>
     super::paths::private_dir(&launch.logs_dir)
         .map_err(|e| format!("cannot create `{}`: {e}", launch.logs_dir.display()))?;
 
+    if let Some(svc) = &services {
+        svc.render_orders(&launch.bundle);
+    }
     let shared = Arc::new(Shared {
         status: Mutex::new(Status {
             name: launch.name.clone(),
@@ -559,9 +562,9 @@ fn reload(shared: &Shared, policies: Policies) -> Response {
             shared.launch.name
         )),
     };
-    // The orders endpoint (a sandbox with an agent) takes the new orders at once; the
-    // egress rules that follow an order were compiled with its autonomy and came in
-    // `egress`. The rendered table changes at the next start.
+    // The orders endpoint (a sandbox with an agent) takes the new orders at once, and
+    // its table is rewritten; the egress rules that follow an order were compiled with
+    // its autonomy and came in `egress`.
     match result {
         Ok(()) => Response::Ok,
         Err(message) => Response::Error { message },

@@ -397,7 +397,7 @@ fn grant_and_revoke(applied: bool) {
     // The sandbox asks its endpoint about a deploy every 100 ms and keeps the answer.
     let ask = r#"{"order":"production-deploy","action":"deploy release 1.2"}"#;
     let script = format!(
-        "while true; do busybox wget -q -O - --header 'Content-Type: application/json' --post-data '{ask}' \"$WARDEN_ORDERS_URL/v1/decide\" | busybox grep -o '\"status\":\"[a-z]*\"' > /tmp/s.new && busybox mv /tmp/s.new /sandbox/workspace/status; busybox sleep 0.1; done"
+        "while true; do busybox wget -q -O - --header 'Content-Type: application/json' --post-data '{ask}' \"$WARDEN_ORDERS_URL/v1/decide\" | busybox grep -o '\"status\":\"[a-z]*\"' > /tmp/s.new && busybox mv /tmp/s.new /sandbox/workspace/status; busybox grep '^| production-deploy' /sandbox/home/.claude/CLAUDE.md > /tmp/t.new && busybox mv /tmp/t.new /sandbox/workspace/table; busybox sleep 0.1; done"
     );
     let file = env.file();
     std::fs::write(
@@ -427,6 +427,21 @@ fn grant_and_revoke(applied: bool) {
                 .unwrap(),
         )
     };
+    // The table the agent reads follows too.
+    let table = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let t = std::fs::read_to_string(dir.join("workspace/table")).unwrap_or_default();
+            if t.trim_end().ends_with(&format!("| {want} |")) {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "table stayed {t:?}, wanted {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
     let status = |want: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -442,6 +457,7 @@ fn grant_and_revoke(applied: bool) {
         }
     };
     status("pending");
+    table("ask a human first");
     let before = std::fs::read_to_string(&file).unwrap();
     let grant = |verb: &str| {
         let (code, _, err) = run(env
@@ -458,6 +474,7 @@ fn grant_and_revoke(applied: bool) {
     let line = "    order \"production-deploy\" bounds=\"Staging must pass CI and smoke test first.\" override=\"New features = Ask First\" autonomy=\"auto\"";
     assert_eq!(diff(&before, &granted), (vec![line.to_string()], vec![]));
     assert!(status("auto").duration_since(t) < Duration::from_secs(1));
+    assert!(table("on its own").duration_since(t) < Duration::from_secs(1));
     let t = grant("revoke");
     let revoked = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
@@ -468,6 +485,7 @@ fn grant_and_revoke(applied: bool) {
         )
     );
     assert!(status("pending").duration_since(t) < Duration::from_secs(1));
+    assert!(table("ask a human first").duration_since(t) < Duration::from_secs(1));
     match child.as_mut() {
         Some(child) => {
             // SIGTERM: `warden run` forwards it and removes the sandbox.
