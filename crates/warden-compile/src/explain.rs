@@ -12,6 +12,8 @@ use warden_wire::sandbox::ROUTER_ADDR;
 pub struct Explanation {
     pub sandboxes: Vec<SandboxExplanation>,
     pub orders: Vec<String>,
+    /// What a tool call no order names needs, in words.
+    pub unlisted: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -230,20 +232,26 @@ pub fn explain(model: &Model, compiled: &Compiled) -> Explanation {
         .iter()
         .map(|o| {
             format!(
-                "`{}` ({}): {}{}",
+                "`{}` ({}): {}{}{}",
                 o.name,
                 o.autonomy.as_str(),
                 o.bounds,
                 o.override_
                     .as_deref()
                     .map(|x| format!(" Override: {x}"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                if o.tools.is_empty() {
+                    String::new()
+                } else {
+                    format!(" Tool calls: {}", o.tools.join(", "))
+                }
             )
         })
         .collect();
     Explanation {
         sandboxes: out,
         orders,
+        unlisted: compiled.orders.unlisted.in_words().to_string(),
     }
 }
 
@@ -276,7 +284,10 @@ impl Explanation {
             s.push('\n');
         }
         if !self.orders.is_empty() {
-            s.push_str("standing orders (anything unlisted needs a human first)\n");
+            s.push_str(&format!(
+                "standing orders (a tool call or action none names: {})\n",
+                self.unlisted
+            ));
             for o in &self.orders {
                 s.push_str(&format!("  {o}\n"));
             }

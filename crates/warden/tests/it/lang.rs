@@ -195,6 +195,19 @@ fn explain_names_the_walls() {
         "{out}"
     );
     assert!(out.contains("the root filesystem is read-only"), "{out}");
+    // The solo layout's orders, with the tool calls they govern.
+    let (code, out, _) = run(warden()
+        .arg("explain")
+        .arg(repo().join("examples/claude-code.kdl")));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("standing orders (a tool call or action none names: ask a human first)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  `git-push` (ask): Push a feature branch whose tests pass; never force. Override: Ask First Tool calls: Bash(git push:*)\n"),
+        "{out}"
+    );
     let (code, out, _) = run(warden()
         .args(["explain", "--json"])
         .arg(repo().join("examples/local-inference.kdl")));
